@@ -1,0 +1,162 @@
+"""Application settings.
+
+Precedence, highest first: ``RAG_*`` environment variables (``__`` nests, e.g.
+``RAG_DATABASE__URL``) > ``.env`` > ``config/<RAG_CONFIG>.yaml`` > ``config/default.yaml`` >
+the defaults below. Every path the app writes to derives from ``data_dir`` so that one setting
+(``RAG_DATA_DIR``) moves all of them and two instances never share files by accident.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+# The placeholder shipped in config/default.yaml. Outside production a per-instance random
+# secret replaces it (see rag_app.secrets); in production the app refuses to start with it.
+DEFAULT_SECRET = "change-me"  # noqa: S105
+
+
+def config_dir() -> Path:
+    """Where the YAML files live: ``RAG_CONFIG_DIR``, else ``./config``, else the source tree's."""
+    if explicit := os.environ.get("RAG_CONFIG_DIR"):
+        return Path(explicit)
+    cwd_config = Path.cwd() / "config"
+    if (cwd_config / "default.yaml").is_file():
+        return cwd_config
+    return Path(__file__).resolve().parent.parent / "config"
+
+
+class DatabaseSettings(BaseModel):
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL. Empty: a SQLite file under data_dir. MySQL example: "
+        "mysql+pymysql://user:password@127.0.0.1:3306/rag_app",
+    )
+    echo: bool = Field(default=False, description="Log every SQL statement (debugging only).")
+    pool_size: int = Field(default=10, ge=1, description="Connections kept open (MySQL).")
+    auto_migrate: bool = Field(
+        default=True, description="Apply Alembic migrations when the app starts."
+    )
+
+
+class RedisSettings(BaseModel):
+    url: str | None = Field(
+        default=None,
+        description="redis://host:port/db. Empty: caches and queues stay in process.",
+    )
+
+
+class SecuritySettings(BaseModel):
+    jwt_secret: SecretStr = Field(
+        default=SecretStr(DEFAULT_SECRET),
+        description="Signs access and refresh tokens. Must be set in production.",
+    )
+    encryption_key: SecretStr = Field(
+        default=SecretStr(DEFAULT_SECRET),
+        description="Encrypts provider API keys at rest (AES-256-GCM, key derived with HKDF). "
+        "Must be set in production; changing it makes stored keys unreadable.",
+    )
+    access_token_minutes: int = Field(default=60, ge=1, description="Access token lifetime.")
+    refresh_token_days: int = Field(default=14, ge=1, description="Refresh token lifetime.")
+    allow_registration: bool = Field(
+        default=True, description="Whether POST /auth/register is open to anyone."
+    )
+    argon2_time_cost: int = Field(default=3, ge=1, description="Argon2id passes per hash.")
+    argon2_memory_kib: int = Field(
+        default=65536, ge=8, description="Argon2id memory per hash in KiB."
+    )
+
+
+class ServerSettings(BaseModel):
+    host: str = Field(default="127.0.0.1", description="Address `rag-app serve` binds.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port `rag-app serve` binds.")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS (empty: CORS off)."
+    )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RAG_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    environment: Literal["development", "test", "production"] = Field(
+        default="development",
+        description="production refuses default secrets and hides API docs details.",
+    )
+    config: str | None = Field(
+        default=None,
+        description="Name of an overlay file config/<name>.yaml (e.g. docker, test), read over "
+        "config/default.yaml. Set it as RAG_CONFIG.",
+    )
+    data_dir: Path = Field(
+        default=Path("data"),
+        description="Root of everything the app writes: SQLite file, uploaded files, indexes, "
+        "generated secrets.",
+    )
+    log_level: str = Field(default="INFO", description="Python logging level.")
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        directory = config_dir()
+        files = [directory / "default.yaml"]
+        overlay = os.environ.get("RAG_CONFIG")
+        if overlay:
+            overlay_file = directory / f"{overlay}.yaml"
+            if not overlay_file.is_file():
+                raise FileNotFoundError(f"RAG_CONFIG={overlay}: {overlay_file} does not exist")
+            files.append(overlay_file)
+        yaml_source = YamlConfigSettingsSource(
+            settings_cls, yaml_file=[f for f in files if f.is_file()], deep_merge=True
+        )
+        return (init_settings, env_settings, dotenv_settings, yaml_source, file_secret_settings)
+
+    @model_validator(mode="after")
+    def _absolute_data_dir(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().resolve()
+        return self
+
+    @cached_property
+    def database_url(self) -> str:
+        """The configured URL, or the SQLite file of the embedded default."""
+        return self.database.url or f"sqlite:///{self.data_dir / 'rag_app.db'}"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "indexes"
+
+    @property
+    def uses_default_secrets(self) -> bool:
+        return DEFAULT_SECRET in (
+            self.security.jwt_secret.get_secret_value(),
+            self.security.encryption_key.get_secret_value(),
+        )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)
