@@ -38,7 +38,7 @@ class Robot(Timestamped, table=True):
     enable_rerank: bool = Field(default=False)
     temperature: float = Field(default=0.7)
     max_tokens: int = Field(default=2000)
-    # Retrieval mode, fusion and weights; validated by rag_app.domain.robots.schemas.RetrievalConfig.
+    # Retrieval mode, fusion, weights: validated by rag_app.domain.robots.schemas.RetrievalConfig.
     retrieval_config: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
     # Public robots can be chatted with by every signed-in user; only the owner changes them.
     is_public: bool = Field(default=False)

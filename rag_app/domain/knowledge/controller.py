@@ -1,0 +1,5 @@
+from litestar import Controller
+
+
+class KnowledgeController(Controller):
+    path = "/knowledge"

@@ -1,0 +1,5 @@
+from litestar import Controller
+
+
+class RobotController(Controller):
+    path = "/robots"

@@ -1,0 +1,5 @@
+from litestar import Controller
+
+
+class SessionController(Controller):
+    path = "/sessions"

@@ -1,0 +1,202 @@
+"""Shared fixtures: real databases (SQLite always, MariaDB/MySQL when reachable), the real app
+behind Litestar's test client, and helpers to sign users in.
+
+Service-backed fixtures skip when their service is absent on a developer laptop; with
+RAG_REQUIRE_SERVICES=1 (as in .ci/run) a missing service fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+from litestar.testing import AsyncTestClient
+
+from rag_app.api.app import create_app
+from rag_app.context import AppContext
+from rag_app.domain.users.schemas import UserCreate
+from rag_app.domain.users.service import UserService
+from rag_app.settings import Settings
+
+MYSQL_URL = os.environ.get("RAG_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
+PASSWORD = "correct horse battery"
+
+
+def require_service(name: str, reason: str) -> None:
+    """Skip on a laptop without the service; fail in CI, where every service must be there."""
+    message = f"{name} is not available: {reason}"
+    if os.environ.get("RAG_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{message} (RAG_REQUIRE_SERVICES=1)")
+    pytest.skip(message)
+
+
+@dataclass
+class MysqlServer:
+    base_url: str
+
+    def _connect(self) -> Any:
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.base_url)
+        return pymysql.connect(
+            host=url.host or "127.0.0.1",
+            port=url.port or 3306,
+            user=url.username or "root",
+            password=url.password or "",
+            connect_timeout=3,
+        )
+
+    def create_database(self) -> str:
+        """A fresh utf8mb4 database; returns its URL."""
+        name = f"rag_test_{uuid.uuid4().hex[:10]}"
+        with self._connect() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+            )
+        return f"{self.base_url.rstrip('/')}/{name}"
+
+    def drop_database(self, url: str) -> None:
+        name = url.rsplit("/", 1)[-1]
+        with self._connect() as conn, conn.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@pytest.fixture(scope="session")
+def mysql_server() -> MysqlServer:
+    server = MysqlServer(MYSQL_URL)
+    try:
+        server._connect().close()
+    except pymysql.err.MySQLError as exc:
+        require_service("MariaDB/MySQL", f"{MYSQL_URL}: {exc}")
+    return server
+
+
+@pytest.fixture(scope="session")
+def make_db_url(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Any]:
+    """Factory of empty databases: make_db_url('sqlite') or make_db_url('mysql')."""
+    created: list[str] = []
+
+    def make(backend: str) -> str:
+        if backend == "sqlite":
+            return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'rag_app.db'}"
+        server: MysqlServer = request.getfixturevalue("mysql_server")
+        url = server.create_database()
+        created.append(url)
+        return url
+
+    yield make
+    for url in created:
+        MysqlServer(MYSQL_URL).drop_database(url)
+
+
+def make_settings(db_url: str, data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "environment": "test",
+        "data_dir": data_dir,
+        "database": {"url": db_url},
+        # Cheap hashing: the tests create hundreds of users.
+        "security": {"argon2_time_cost": 1, "argon2_memory_kib": 1024},
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session", params=["sqlite", "mysql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def app_ctx(backend: str, make_db_url: Any, tmp_path_factory: pytest.TempPathFactory) -> AppContext:
+    settings = make_settings(make_db_url(backend), tmp_path_factory.mktemp(f"data-{backend}"))
+    return AppContext.create(settings)
+
+
+@pytest.fixture(scope="session")
+async def client(app_ctx: AppContext) -> AsyncIterator[AsyncTestClient[Any]]:
+    app = create_app(ctx=app_ctx)
+    async with AsyncTestClient(app=app) as test_client:
+        yield test_client
+
+
+@dataclass
+class SignedIn:
+    id: int
+    username: str
+    email: str
+    password: str
+    access_token: str
+    refresh_token: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Api:
+    """Signs users in against the real app; every helper goes through HTTP but admin creation,
+    which has no HTTP route by design (admins come from the CLI)."""
+
+    def __init__(self, client: AsyncTestClient[Any], ctx: AppContext) -> None:
+        self.client = client
+        self.ctx = ctx
+
+    async def login(self, username: str, password: str) -> SignedIn:
+        response = await self.client.post(
+            "/api/v1/auth/login", json={"username": username, "password": password}
+        )
+        assert response.status_code == 200, response.text
+        tokens = response.json()
+        me = await self.client.get(
+            "/api/v1/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+        )
+        body = me.json()
+        return SignedIn(
+            id=body["id"],
+            username=username,
+            email=body["email"],
+            password=password,
+            access_token=tokens["access_token"],
+            refresh_token=tokens["refresh_token"],
+            headers={"Authorization": f"Bearer {tokens['access_token']}"},
+        )
+
+    async def user(self, prefix: str = "user") -> SignedIn:
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        response = await self.client.post(
+            "/api/v1/auth/register",
+            json={"username": name, "email": f"{name}@example.com", "password": PASSWORD},
+        )
+        assert response.status_code == 201, response.text
+        return await self.login(name, PASSWORD)
+
+    async def admin(self) -> SignedIn:
+        name = f"admin_{uuid.uuid4().hex[:8]}"
+        async with self.ctx.sessionmaker() as session:
+            await UserService(session, self.ctx.passwords).create(
+                UserCreate(
+                    username=name, email=f"{name}@example.com", password=PASSWORD, role="admin"
+                )
+            )
+        return await self.login(name, PASSWORD)
+
+
+@pytest.fixture
+def api(client: AsyncTestClient[Any], app_ctx: AppContext) -> Api:
+    return Api(client, app_ctx)
+
+
+def assert_problem(response: Any, status: int, *fragments: str) -> dict[str, Any]:
+    """A problem-details error with this status whose detail mentions every fragment."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    for fragment in fragments:
+        assert fragment.lower() in body["detail"].lower(), body
+    return body
