@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pymysql
 import pytest
@@ -20,12 +20,14 @@ from litestar.testing import AsyncTestClient
 
 from rag_app.api.app import create_app
 from rag_app.context import AppContext
+from rag_app.db.models import Llm
 from rag_app.domain.users.schemas import UserCreate
 from rag_app.domain.users.service import UserService
 from rag_app.settings import Settings
 
 MYSQL_URL = os.environ.get("RAG_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
 PASSWORD = "correct horse battery"
+E = TypeVar("E")
 
 
 def require_service(name: str, reason: str) -> None:
@@ -174,6 +176,27 @@ class Api:
         )
         assert response.status_code == 201, response.text
         return await self.login(name, PASSWORD)
+
+    async def insert(self, entity: E) -> E:
+        """Store a row directly, for prerequisites whose own endpoints are not under test."""
+        async with self.ctx.sessionmaker() as session:
+            session.add(entity)
+            await session.commit()
+            await session.refresh(entity)
+        return entity
+
+    async def llm(self, model_type: str = "embedding", **fields: Any) -> Llm:
+        """A registered model, stored directly (its endpoints are tested in their own module)."""
+        values: dict[str, Any] = {
+            "name": f"{model_type}-{uuid.uuid4().hex[:6]}",
+            "model_type": model_type,
+            "provider": "local" if model_type == "embedding" else "openai-compatible",
+            "model_name": "all-MiniLM-L6-v2" if model_type == "embedding" else "test-model",
+            "base_url": None if model_type == "embedding" else "http://127.0.0.1:9/v1",
+            "dimension": 384 if model_type == "embedding" else None,
+        }
+        values.update(fields)
+        return await self.insert(Llm(**values))
 
     async def admin(self) -> SignedIn:
         name = f"admin_{uuid.uuid4().hex[:8]}"
