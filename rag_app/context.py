@@ -30,7 +30,7 @@ class AppContext:
     @classmethod
     def create(cls, settings: Settings) -> AppContext:
         secrets = resolve_secrets(settings)
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.prepare_directories()
         engine = create_db_engine(
             settings.database_url,
             echo=settings.database.echo,

@@ -150,6 +150,11 @@ class Settings(BaseSettings):
     def index_dir(self) -> Path:
         return self.data_dir / "indexes"
 
+    def prepare_directories(self) -> None:
+        """Create the directories the app writes to (idempotent)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+
     @property
     def uses_default_secrets(self) -> bool:
         return DEFAULT_SECRET in (

@@ -1,0 +1,142 @@
+"""The ``rag-app`` command: serve, migrate, user management."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import click
+
+from rag_app.errors import RagAppError
+from rag_app.settings import Settings
+
+
+def _settings() -> Settings:
+    try:
+        settings = Settings()
+    except Exception as exc:  # a broken config file or variable: say which, without a traceback
+        raise click.ClickException(f"the configuration could not be read: {exc}") from exc
+    settings.prepare_directories()
+    return settings
+
+
+def _database_problem(settings: Settings, exc: Exception) -> click.ClickException:
+    from sqlalchemy.engine import make_url
+
+    where = make_url(settings.database_url).render_as_string(hide_password=True)
+    reason = getattr(exc, "orig", None) or exc
+    return click.ClickException(f"the database at {where} cannot be used: {reason}")
+
+
+@click.group()
+@click.version_option(package_name="rag-app")
+def main() -> None:
+    """rag_app: knowledge bases, robots and chat over your documents."""
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to bind (default: server.host setting).")
+@click.option("--port", default=None, type=int, help="Port to bind (default: server.port).")
+def serve(host: str | None, port: int | None) -> None:
+    """Start the API server (applies migrations first when database.auto_migrate is on)."""
+    import uvicorn
+
+    from rag_app.api.app import DOCS_PATH, create_app
+
+    settings = _settings()
+    host = host or settings.server.host
+    port = port or settings.server.port
+    try:
+        app = create_app(settings)
+    except RagAppError as exc:
+        raise click.ClickException(exc.detail) from exc
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+    click.echo(f"rag_app data directory: {settings.data_dir}")
+    click.echo(f"API docs: http://{shown_host}:{port}{DOCS_PATH}")
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower())
+
+
+@main.command()
+@click.option("--revision", default="head", show_default=True, help="Target revision.")
+@click.option("--check", is_flag=True, help="Only report whether the schema matches the code.")
+def migrate(revision: str, check: bool) -> None:
+    """Apply the database migrations (or check them with --check)."""
+    from sqlalchemy.exc import DBAPIError
+
+    settings = _settings()
+    try:
+        _migrate(settings.database_url, revision, check)
+    except DBAPIError as exc:
+        raise _database_problem(settings, exc) from exc
+
+
+def _migrate(url: str, revision: str, check: bool) -> None:
+    from rag_app.db import migrate as migrations
+
+    if check:
+        current, head = migrations.current_revision(url), migrations.head_revision()
+        differences = migrations.schema_differences(url) if current == head else []
+        if current != head:
+            raise click.ClickException(
+                f"database at revision {current}, code at {head}: run `rag-app migrate`"
+            )
+        if differences:
+            raise click.ClickException(f"schema differs from the models: {differences}")
+        click.echo(f"schema is up to date (revision {head})")
+        return
+    migrations.upgrade(url, revision)
+    click.echo(f"database migrated to {migrations.current_revision(url)}")
+
+
+@main.group()
+def user() -> None:
+    """Manage user accounts."""
+
+
+@user.command("create")
+@click.option("--username", required=True)
+@click.option("--email", required=True)
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+@click.option("--admin", "is_admin", is_flag=True, help="Make the account an administrator.")
+def user_create(username: str, email: str, password: str, is_admin: bool) -> None:
+    """Create an account; `--admin` is how the first administrator is made."""
+    from pydantic import ValidationError
+
+    from rag_app.domain.users.schemas import UserCreate
+
+    try:
+        data = UserCreate(
+            username=username, email=email, password=password, role="admin" if is_admin else "user"
+        )
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise click.ClickException(problems) from exc
+    from sqlalchemy.exc import DBAPIError
+
+    settings = _settings()
+    try:
+        created = asyncio.run(_create_user(settings, data))
+    except DBAPIError as exc:
+        raise _database_problem(settings, exc) from exc
+    click.echo(f"created {created['role']} '{created['username']}' (id {created['id']})")
+
+
+async def _create_user(settings: Settings, data: Any) -> dict[str, Any]:
+    from rag_app.context import AppContext
+    from rag_app.domain.users.service import UserService
+
+    ctx = AppContext.create(settings)
+    try:
+        await asyncio.to_thread(ctx.migrate)
+        async with ctx.sessionmaker() as session:
+            created = await UserService(session, ctx.passwords).create(data)
+            return {"id": created.id, "username": created.username, "role": created.role}
+    except RagAppError as exc:
+        raise click.ClickException(exc.detail) from exc
+    finally:
+        await ctx.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
