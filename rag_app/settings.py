@@ -85,6 +85,64 @@ class ServerSettings(BaseModel):
     )
 
 
+class StorageSettings(BaseModel):
+    backend: Literal["local", "s3"] = Field(
+        default="local",
+        description="Where uploaded originals are kept: local (a folder under data_dir) or s3 "
+        "(MinIO or any S3-compatible store).",
+    )
+    s3_endpoint: str | None = Field(
+        default=None, description="host:port of the S3 server, e.g. 127.0.0.1:9000"
+    )
+    s3_access_key: SecretStr | None = Field(default=None, description="S3 access key")
+    s3_secret_key: SecretStr | None = Field(default=None, description="S3 secret key")
+    s3_bucket: str = Field(default="rag-app", description="Bucket, created when missing")
+    s3_secure: bool = Field(default=False, description="Use HTTPS to reach the S3 server")
+    s3_region: str | None = Field(default=None, description="S3 region, if the server needs one")
+
+
+class UploadSettings(BaseModel):
+    max_file_mb: int = Field(
+        default=100, ge=1, description="Largest accepted upload, enforced while receiving."
+    )
+    max_files_per_request: int = Field(default=50, ge=1, description="Files per upload request.")
+    max_unpacked_mb: int = Field(
+        default=512,
+        ge=1,
+        description="Largest decompressed size of a DOCX/XLSX/PPTX (zip bomb guard).",
+    )
+
+
+class IndexSettings(BaseModel):
+    milvus_uri: str | None = Field(
+        default=None,
+        description="Milvus server URI (http://host:19530). Empty: Milvus Lite under "
+        "data_dir/indexes.",
+    )
+    milvus_token: SecretStr | None = Field(default=None, description="Milvus token (user:pass)")
+    elasticsearch_url: str | None = Field(
+        default=None, description="Elasticsearch URL, for knowledge bases with that backend"
+    )
+    elasticsearch_api_key: SecretStr | None = Field(
+        default=None, description="Elasticsearch API key"
+    )
+
+
+class JobSettings(BaseModel):
+    workers: int = Field(
+        default=1,
+        ge=1,
+        description="Documents processed at once by the in-process worker (embedded default) "
+        "or by each `rag-app worker`.",
+    )
+    stale_after_seconds: int = Field(
+        default=600,
+        ge=30,
+        description="A document whose job has not reported progress for this long is "
+        "considered abandoned (worker killed) and becomes retryable.",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RAG_",
@@ -113,6 +171,10 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    uploads: UploadSettings = Field(default_factory=UploadSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -149,6 +211,11 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "indexes"
+
+    @property
+    def files_dir(self) -> Path:
+        """Uploaded originals when storage.backend is local."""
+        return self.data_dir / "files"
 
     def prepare_directories(self) -> None:
         """Create the directories the app writes to (idempotent)."""
