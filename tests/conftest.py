@@ -17,9 +17,12 @@ from typing import Any, TypeVar
 import pymysql
 import pytest
 from litestar.testing import AsyncTestClient
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from rag_app.api.app import create_app
 from rag_app.context import AppContext
+from rag_app.db.engine import create_db_engine, create_sessionmaker
 from rag_app.db.models import Llm
 from rag_app.domain.users.schemas import UserCreate
 from rag_app.domain.users.service import UserService
@@ -144,9 +147,17 @@ class Api:
     """Signs users in against the real app; every helper goes through HTTP but admin creation,
     which has no HTTP route by design (admins come from the CLI)."""
 
-    def __init__(self, client: AsyncTestClient[Any], ctx: AppContext) -> None:
+    def __init__(
+        self,
+        client: AsyncTestClient[Any],
+        ctx: AppContext,
+        db: async_sessionmaker[AsyncSession],
+    ) -> None:
         self.client = client
         self.ctx = ctx
+        # The app runs on the test client's own event loop and its pooled MySQL connections
+        # belong to that loop; rows written from the test's loop go through this separate pool.
+        self.db = db
 
     async def login(self, username: str, password: str) -> SignedIn:
         response = await self.client.post(
@@ -179,7 +190,7 @@ class Api:
 
     async def insert(self, entity: E) -> E:
         """Store a row directly, for prerequisites whose own endpoints are not under test."""
-        async with self.ctx.sessionmaker() as session:
+        async with self.db() as session:
             session.add(entity)
             await session.commit()
             await session.refresh(entity)
@@ -200,7 +211,7 @@ class Api:
 
     async def admin(self) -> SignedIn:
         name = f"admin_{uuid.uuid4().hex[:8]}"
-        async with self.ctx.sessionmaker() as session:
+        async with self.db() as session:
             await UserService(session, self.ctx.passwords).create(
                 UserCreate(
                     username=name, email=f"{name}@example.com", password=PASSWORD, role="admin"
@@ -209,9 +220,19 @@ class Api:
         return await self.login(name, PASSWORD)
 
 
+@pytest.fixture(scope="session")
+async def test_db(app_ctx: AppContext) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """A pool on the test's own event loop, for writing prerequisites directly."""
+    engine = create_db_engine(app_ctx.settings.database_url)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
 @pytest.fixture
-def api(client: AsyncTestClient[Any], app_ctx: AppContext) -> Api:
-    return Api(client, app_ctx)
+def api(
+    client: AsyncTestClient[Any], app_ctx: AppContext, test_db: async_sessionmaker[AsyncSession]
+) -> Api:
+    return Api(client, app_ctx, test_db)
 
 
 def assert_problem(response: Any, status: int, *fragments: str) -> dict[str, Any]:

@@ -39,6 +39,7 @@ def handle_app_error(request: Request[Any, Any, Any], exc: RagAppError) -> Respo
 def _field_name(error: dict[str, Any]) -> str:
     key = str(error.get("key") or "")
     source = error.get("source")
+    source = getattr(source, "value", source)  # Litestar gives a ParamType enum for parameters
     if source in (None, "body"):
         return key or "body"
     return f"{source}.{key}" if key else str(source)

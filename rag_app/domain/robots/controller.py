@@ -1,5 +1,75 @@
-from litestar import Controller
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, delete, get, patch, post
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody, QueryParameter
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from rag_app.api.pagination import Page, PageParams
+from rag_app.db.models import User
+from rag_app.domain.robots.schemas import RobotCreate, RobotRead, RobotUpdate
+from rag_app.domain.robots.service import RobotService
+
+
+def provide_robot_service(db_session: NamedDependency[AsyncSession]) -> RobotService:
+    return RobotService(db_session)
 
 
 class RobotController(Controller):
+    """Robots (assistants bound to knowledge bases); changed by their owner or an administrator."""
+
     path = "/robots"
+    tags = ["robots"]
+    dependencies = {"robots": Provide(provide_robot_service, sync_to_thread=False)}
+
+    @post("/", summary="Create a robot")
+    async def create_robot(
+        self,
+        data: JSONBody[RobotCreate],
+        robots: NamedDependency[RobotService],
+        current_user: NamedDependency[User],
+    ) -> RobotRead:
+        return await robots.to_read(await robots.create(current_user, data))
+
+    @get("/", summary="List robots (your own; administrators see all)")
+    async def list_robots(
+        self,
+        robots: NamedDependency[RobotService],
+        current_user: NamedDependency[User],
+        page_params: NamedDependency[PageParams],
+        search: Annotated[str | None, QueryParameter(description="Part of the name")] = None,
+        user_id: Annotated[
+            int | None, QueryParameter(description="Only this owner's (useful to administrators)")
+        ] = None,
+    ) -> Page[RobotRead]:
+        return await robots.list(current_user, page_params, search=search, user_id=user_id)
+
+    @get("/{robot_id:int}", summary="One robot")
+    async def get_robot(
+        self,
+        robot_id: FromPath[int],
+        robots: NamedDependency[RobotService],
+        current_user: NamedDependency[User],
+    ) -> RobotRead:
+        return await robots.to_read(await robots.get(current_user, robot_id))
+
+    @patch("/{robot_id:int}", summary="Change a robot; knowledge_ids replaces the bound set")
+    async def update_robot(
+        self,
+        robot_id: FromPath[int],
+        data: JSONBody[RobotUpdate],
+        robots: NamedDependency[RobotService],
+        current_user: NamedDependency[User],
+    ) -> RobotRead:
+        return await robots.to_read(await robots.update(current_user, robot_id, data))
+
+    @delete("/{robot_id:int}", summary="Delete a robot with its sessions and chat history")
+    async def delete_robot(
+        self,
+        robot_id: FromPath[int],
+        robots: NamedDependency[RobotService],
+        current_user: NamedDependency[User],
+    ) -> None:
+        await robots.delete(current_user, robot_id)
