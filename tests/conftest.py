@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,14 +23,21 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from rag_app.api.app import create_app
 from rag_app.context import AppContext
 from rag_app.db.engine import create_db_engine, create_sessionmaker
-from rag_app.db.models import Llm
+from rag_app.db.models import ChatHistory, ChatSession, Knowledge, Llm, Robot
 from rag_app.domain.users.schemas import UserCreate
 from rag_app.domain.users.service import UserService
 from rag_app.settings import Settings
 
 MYSQL_URL = os.environ.get("RAG_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
 PASSWORD = "correct horse battery"
+KNOWLEDGE = "/api/v1/knowledge"
+ROBOTS = "/api/v1/robots"
+LLMS = "/api/v1/llms"
+KEYS = "/api/v1/apikeys"
+# Past BIGINT and SQLite's INTEGER: an id like this must be refused before it reaches a driver.
+HUGE_ID = 10**23
 E = TypeVar("E")
+T = TypeVar("T")
 
 
 def require_service(name: str, reason: str) -> None:
@@ -143,9 +150,18 @@ class SignedIn:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+def new_api_key() -> str:
+    return f"sk-test-{uuid.uuid4().hex}"
+
+
 class Api:
-    """Signs users in against the real app; every helper goes through HTTP but admin creation,
-    which has no HTTP route by design (admins come from the CLI)."""
+    """The real app behind the test client, and helpers for tests.
+
+    ``user``/``login`` and the ``create_*`` helpers go through HTTP and return the response
+    body. ``admin`` (admins have no HTTP route by design; they come from the CLI), ``run`` and
+    the row factories (``insert``, ``llm``, ``knowledge``, ``robot``, ``chat_session``,
+    ``message``) write directly, for prerequisites whose own endpoints are not under test.
+    """
 
     def __init__(
         self,
@@ -188,8 +204,43 @@ class Api:
         assert response.status_code == 201, response.text
         return await self.login(name, PASSWORD)
 
+    async def created(self, url: str, user: SignedIn, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body`` to ``url`` as ``user``; it must answer 201. Returns the new resource."""
+        response = await self.client.post(url, json=body, headers=user.headers)
+        assert response.status_code == 201, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def create_knowledge(self, user: SignedIn, **fields: Any) -> dict[str, Any]:
+        """POST /knowledge; the embedding model is a new stored one unless given."""
+        if "embed_llm_id" not in fields:
+            fields["embed_llm_id"] = (await self.llm("embedding")).id
+        return await self.created(KNOWLEDGE, user, {"name": "handbook", **fields})
+
+    async def create_robot(self, user: SignedIn, **fields: Any) -> dict[str, Any]:
+        return await self.created(ROBOTS, user, {"name": "helper", **fields})
+
+    async def create_llm(self, admin: SignedIn, **fields: Any) -> dict[str, Any]:
+        """POST /llms: a DeepSeek chat model unless the fields say otherwise."""
+        body = {
+            "provider": "deepseek",
+            "name": f"chat-{uuid.uuid4().hex[:6]}",
+            "model_name": "deepseek-chat",
+            "model_type": "chat",
+        }
+        return await self.created(LLMS, admin, {**body, **fields})
+
+    async def create_api_key(self, admin: SignedIn, llm_id: int, **fields: Any) -> dict[str, Any]:
+        body = {"llm_id": llm_id, "alias": "main", "api_key": new_api_key()}
+        return await self.created(KEYS, admin, {**body, **fields})
+
+    async def run(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Database work (reading rows back, calling a service) in a session of its own."""
+        async with self.db() as session:
+            return await work(session)
+
     async def insert(self, entity: E) -> E:
-        """Store a row directly, for prerequisites whose own endpoints are not under test."""
+        """Store a row directly."""
         async with self.db() as session:
             session.add(entity)
             await session.commit()
@@ -208,6 +259,36 @@ class Api:
         }
         values.update(fields)
         return await self.insert(Llm(**values))
+
+    async def knowledge(self, owner: SignedIn, **fields: Any) -> Knowledge:
+        """A stored knowledge base; its embedding model is a new stored one unless given."""
+        if "embed_llm_id" not in fields:
+            fields["embed_llm_id"] = (await self.llm("embedding")).id
+        values: dict[str, Any] = {
+            "user_id": owner.id,
+            "name": "handbook",
+            "vector_collection_name": f"kb_{uuid.uuid4().hex}",
+        }
+        return await self.insert(Knowledge(**{**values, **fields}))
+
+    async def robot(self, owner: SignedIn, **fields: Any) -> Robot:
+        """A stored robot: private, enabled, retrieval-only unless the fields say otherwise."""
+        return await self.insert(Robot(**{"user_id": owner.id, "name": "helper", **fields}))
+
+    async def chat_session(self, owner: SignedIn, robot_id: int, **fields: Any) -> ChatSession:
+        values: dict[str, Any] = {"session_id": uuid.uuid4().hex, "user_id": owner.id}
+        return await self.insert(ChatSession(**{**values, "robot_id": robot_id, **fields}))
+
+    async def message(self, session_id: str, sequence: int, **fields: Any) -> ChatHistory:
+        """A stored chat turn: a user's question unless the fields say otherwise."""
+        values: dict[str, Any] = {
+            "session_id": session_id,
+            "message_id": uuid.uuid4().hex,
+            "role": "user",
+            "content": "你好",
+            "sequence": sequence,
+        }
+        return await self.insert(ChatHistory(**{**values, **fields}))
 
     async def admin(self) -> SignedIn:
         name = f"admin_{uuid.uuid4().hex[:8]}"
@@ -235,6 +316,12 @@ def api(
     return Api(client, app_ctx, test_db)
 
 
+@pytest.fixture
+async def admin(api: Api) -> SignedIn:
+    """A signed-in administrator, new for each test."""
+    return await api.admin()
+
+
 def assert_problem(response: Any, status: int, *fragments: str) -> dict[str, Any]:
     """A problem-details error with this status whose detail mentions every fragment."""
     assert response.status_code == status, response.text
@@ -244,3 +331,15 @@ def assert_problem(response: Any, status: int, *fragments: str) -> dict[str, Any
     for fragment in fragments:
         assert fragment.lower() in body["detail"].lower(), body
     return body
+
+
+def error_fields(problem: dict[str, Any]) -> set[str]:
+    """The fields a 422 problem names in its ``errors`` list."""
+    return {error["field"] for error in problem["errors"]}
+
+
+def assert_invalid(response: Any, field: str) -> dict[str, Any]:
+    """A 422 problem about ``field``, named in its detail and its errors."""
+    problem = assert_problem(response, 422, field)
+    assert field in error_fields(problem), problem
+    return problem

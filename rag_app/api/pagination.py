@@ -9,6 +9,9 @@ from litestar.params import QueryParameter
 from pydantic import BaseModel
 
 T = TypeVar("T")
+MAX_PAGE_SIZE = 100
+# Keeps the row offset inside a 64-bit integer: a larger page would fail in the driver as a 500.
+MAX_PAGE = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -29,9 +32,10 @@ class Page(BaseModel, Generic[T]):
 
 
 def provide_page_params(
-    page: Annotated[int, QueryParameter(ge=1, description="1-based page number")] = 1,
+    page: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE, description="1-based page number")] = 1,
     page_size: Annotated[
-        int, QueryParameter(ge=1, le=100, description="Items per page (max 100)")
+        int,
+        QueryParameter(ge=1, le=MAX_PAGE_SIZE, description=f"Items per page (max {MAX_PAGE_SIZE})"),
     ] = 20,
 ) -> PageParams:
     return PageParams(page=page, page_size=page_size)

@@ -41,9 +41,7 @@ async def retrieve_user(
         return None
     async with ctx.sessionmaker() as session:
         user = await session.get(User, claims.user_id)
-    if user is None or not user.is_active or user.token_version != claims.version:
-        return None
-    return user
+    return user if claims.accepts(user) else None
 
 
 def build_jwt_auth(ctx: AppContext) -> JWTAuth[User, Token]:

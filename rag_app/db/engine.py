@@ -41,7 +41,13 @@ def async_url(url: str) -> URL:
 
 
 def _engine_options(url: URL, echo: bool, pool_size: int) -> dict[str, Any]:
-    options: dict[str, Any] = {"echo": echo, "json_serializer": _json_dumps}
+    options: dict[str, Any] = {
+        "echo": echo,
+        "json_serializer": _json_dumps,
+        # A logged or raised database error shows the statement, never the row values: those
+        # include password hashes and encrypted API keys.
+        "hide_parameters": True,
+    }
     if url.get_backend_name() == "mysql":
         # MySQL closes idle connections after wait_timeout; pre-ping replaces dead ones.
         options.update(pool_size=pool_size, pool_pre_ping=True, pool_recycle=3600)

@@ -3,82 +3,23 @@
 from __future__ import annotations
 
 import re
-import uuid
-from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from rag_app.db.models import Document, Knowledge, Llm, RobotKnowledge
+from rag_app.db.models import Document, Knowledge, RobotKnowledge
 from rag_app.domain.knowledge.service import KnowledgeService
-from rag_app.domain.users.schemas import UserCreate
-from rag_app.domain.users.service import UserService
 from rag_app.errors import NotFound
-from tests.conftest import PASSWORD, Api, SignedIn, assert_problem
+from tests.conftest import HUGE_ID, Api, assert_invalid, assert_problem, error_fields
 
 KB = "/api/v1/knowledge"
-T = TypeVar("T")
 
 
-# in_app, insert, llm and sign_in_admin are used by test_robots too; they belong in conftest,
-# where Api.insert, Api.llm and Api.admin still run on the test's loop (fine for SQLite only).
-def in_app(api: Api, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """Run database work on the app's event loop. The test client serves the app from its own
-    thread and loop, and MySQL connections (aiomysql) only work on the loop that opened them."""
-
-    async def run() -> T:
-        async with api.ctx.sessionmaker() as session:
-            return await work(session)
-
-    return api.client.blocking_portal.call(run)
-
-
-def insert(api: Api, entity: T) -> T:
-    async def work(session: AsyncSession) -> T:
-        session.add(entity)
-        await session.commit()
-        await session.refresh(entity)
-        return entity
-
-    return in_app(api, work)
-
-
-async def sign_in_admin(api: Api) -> SignedIn:
-    """Api.admin, but on the app's loop (see in_app)."""
-    name = f"admin_{uuid.uuid4().hex[:8]}"
-    data = UserCreate(username=name, email=f"{name}@example.com", password=PASSWORD, role="admin")
-    in_app(api, lambda session: UserService(session, api.ctx.passwords).create(data))
-    return await api.login(name, PASSWORD)
-
-
-def llm(api: Api, model_type: str = "embedding", **fields: Any) -> Llm:
-    values: dict[str, Any] = {
-        "name": f"{model_type}-{uuid.uuid4().hex[:6]}",
-        "model_type": model_type,
-        "provider": "openai-compatible",
-        "model_name": "test-model",
-        "base_url": "http://127.0.0.1:9/v1",
-        "dimension": 384 if model_type == "embedding" else None,
-    }
-    return insert(api, Llm(**{**values, **fields}))
-
-
-async def make_kb(api: Api, user: SignedIn, **fields: Any) -> dict[str, Any]:
-    if "embed_llm_id" not in fields:
-        fields["embed_llm_id"] = llm(api, "embedding").id
-    body = {"name": "handbook", **fields}
-    response = await api.client.post(KB, json=body, headers=user.headers)
-    assert response.status_code == 201, response.text
-    result: dict[str, Any] = response.json()
-    return result
-
-
-def add_document(api: Api, knowledge_id: int, chunk_count: int, name: str = "a.pdf") -> int:
-    document = insert(
-        api,
+async def add_document(api: Api, knowledge_id: int, chunk_count: int, name: str = "a.pdf") -> int:
+    document = await api.insert(
         Document(
             knowledge_id=knowledge_id,
             file_name=name,
@@ -92,8 +33,8 @@ def add_document(api: Api, knowledge_id: int, chunk_count: int, name: str = "a.p
 
 async def test_create_with_defaults_and_read(api: Api) -> None:
     user = await api.user()
-    embed = llm(api, "embedding")
-    kb = await make_kb(api, user, embed_llm_id=embed.id, description="HR rules")
+    embed = await api.llm("embedding")
+    kb = await api.create_knowledge(user, embed_llm_id=embed.id, description="HR rules")
     assert kb["user_id"] == user.id
     assert kb["embed_llm_id"] == embed.id
     assert kb["description"] == "HR rules"
@@ -104,7 +45,7 @@ async def test_create_with_defaults_and_read(api: Api) -> None:
     assert kb["created_at"]
     assert kb["updated_at"]
 
-    other = await make_kb(api, user, embed_llm_id=embed.id)
+    other = await api.create_knowledge(user, embed_llm_id=embed.id)
     assert other["vector_collection_name"] != kb["vector_collection_name"]
 
     response = await api.client.get(f"{KB}/{kb['id']}", headers=user.headers)
@@ -114,8 +55,7 @@ async def test_create_with_defaults_and_read(api: Api) -> None:
 
 async def test_create_with_every_field(api: Api) -> None:
     user = await api.user()
-    kb = await make_kb(
-        api,
+    kb = await api.create_knowledge(
         user,
         name="产品手册",
         avatar="https://example.com/a.png",
@@ -147,11 +87,11 @@ async def test_create_validation_names_the_field(
     api: Api, fields: dict[str, Any], field: str
 ) -> None:
     user = await api.user()
-    embed = llm(api, "embedding")
+    embed = await api.llm("embedding")
     body = {"name": "kb", "embed_llm_id": embed.id, **fields}
     response = await api.client.post(KB, json=body, headers=user.headers)
     problem = assert_problem(response, 422)
-    assert field in {e["field"] for e in problem["errors"]}, problem
+    assert field in error_fields(problem), problem
 
 
 async def test_create_needs_embed_llm_id(api: Api) -> None:
@@ -173,7 +113,7 @@ async def test_embedding_model_must_be_an_enabled_embedding_model(
     api: Api, model_type: str, status: int, fragment: str
 ) -> None:
     user = await api.user()
-    model = llm(api, model_type, status=status)
+    model = await api.llm(model_type, status=status)
     response = await api.client.post(
         KB, json={"name": "kb", "embed_llm_id": model.id}, headers=user.headers
     )
@@ -192,7 +132,7 @@ async def test_unknown_embedding_model(api: Api) -> None:
 
 async def test_unauthenticated(api: Api) -> None:
     user = await api.user()
-    kb = await make_kb(api, user)
+    kb = await api.create_knowledge(user)
     url = f"{KB}/{kb['id']}"
     assert_problem(await api.client.post(KB, json={"name": "x", "embed_llm_id": 1}), 401)
     assert_problem(await api.client.get(KB), 401)
@@ -205,7 +145,7 @@ async def test_unauthenticated(api: Api) -> None:
 async def test_another_users_knowledge_base_is_not_found(api: Api) -> None:
     owner = await api.user()
     stranger = await api.user()
-    kb = await make_kb(api, owner, name="secret plans")
+    kb = await api.create_knowledge(owner, name="secret plans")
     url = f"{KB}/{kb['id']}"
     for response in (
         await api.client.get(url, headers=stranger.headers),
@@ -228,8 +168,8 @@ async def test_another_users_knowledge_base_is_not_found(api: Api) -> None:
 
 async def test_admin_reads_changes_and_deletes_others(api: Api) -> None:
     owner = await api.user()
-    admin = await sign_in_admin(api)
-    kb = await make_kb(api, owner)
+    admin = await api.admin()
+    kb = await api.create_knowledge(owner)
     url = f"{KB}/{kb['id']}"
     assert (await api.client.get(url, headers=admin.headers)).json()["id"] == kb["id"]
 
@@ -248,9 +188,9 @@ async def test_admin_reads_changes_and_deletes_others(api: Api) -> None:
 
 async def test_list_pages_and_searches(api: Api) -> None:
     user = await api.user()
-    embed = llm(api, "embedding")
+    embed = await api.llm("embedding")
     ids = [
-        (await make_kb(api, user, name=name, embed_llm_id=embed.id))["id"]
+        (await api.create_knowledge(user, name=name, embed_llm_id=embed.id))["id"]
         for name in ("Sales FAQ", "sales 2024", "Engineering", "100% coverage", "人事制度")
     ]
     first = (await api.client.get(KB, params={"page_size": 2}, headers=user.headers)).json()
@@ -274,7 +214,7 @@ async def test_list_pages_and_searches(api: Api) -> None:
 
 async def test_update_fields(api: Api) -> None:
     user = await api.user()
-    kb = await make_kb(api, user, description="old", avatar="a.png")
+    kb = await api.create_knowledge(user, description="old", avatar="a.png")
     url = f"{KB}/{kb['id']}"
     changes = {
         "name": "renamed",
@@ -316,18 +256,18 @@ async def test_update_validation_against_merged_result(
     api: Api, changes: dict[str, Any], field: str
 ) -> None:
     user = await api.user()
-    kb = await make_kb(api, user, chunk_size=500, chunk_overlap=200)
+    kb = await api.create_knowledge(user, chunk_size=500, chunk_overlap=200)
     url = f"{KB}/{kb['id']}"
     response = await api.client.patch(url, json=changes, headers=user.headers)
     problem = assert_problem(response, 422)
-    assert field in {e["field"] for e in problem["errors"]}, problem
+    assert field in error_fields(problem), problem
     unchanged = (await api.client.get(url, headers=user.headers)).json()
     assert unchanged == kb
 
 
 async def test_update_chunk_size_valid_with_stored_overlap(api: Api) -> None:
     user = await api.user()
-    kb = await make_kb(api, user)  # overlap 50
+    kb = await api.create_knowledge(user)  # overlap 50
     response = await api.client.patch(
         f"{KB}/{kb['id']}", json={"chunk_size": 100}, headers=user.headers
     )
@@ -337,19 +277,19 @@ async def test_update_chunk_size_valid_with_stored_overlap(api: Api) -> None:
 
 async def test_embedding_model_changes_only_while_empty(api: Api) -> None:
     user = await api.user()
-    kb = await make_kb(api, user)
+    kb = await api.create_knowledge(user)
     url = f"{KB}/{kb['id']}"
-    second = llm(api, "embedding")
+    second = await api.llm("embedding")
     response = await api.client.patch(url, json={"embed_llm_id": second.id}, headers=user.headers)
     assert response.status_code == 200, response.text
     assert response.json()["embed_llm_id"] == second.id
 
-    chat = llm(api, "chat")
+    chat = await api.llm("chat")
     response = await api.client.patch(url, json={"embed_llm_id": chat.id}, headers=user.headers)
     assert_problem(response, 422, "embed_llm_id", "embedding model")
 
-    add_document(api, kb["id"], chunk_count=0)  # still being ingested counts too
-    third = llm(api, "embedding")
+    await add_document(api, kb["id"], chunk_count=0)  # still being ingested counts too
+    third = await api.llm("embedding")
     response = await api.client.patch(url, json={"embed_llm_id": third.id}, headers=user.headers)
     problem = assert_problem(response, 409, "embedding model", "no documents")
     assert problem["field"] == "embed_llm_id"
@@ -364,17 +304,17 @@ async def test_embedding_model_changes_only_while_empty(api: Api) -> None:
 
 async def test_recount_derives_counts_from_documents(api: Api) -> None:
     user = await api.user()
-    kb = await make_kb(api, user)
-    other = await make_kb(api, user)
+    kb = await api.create_knowledge(user)
+    other = await api.create_knowledge(user)
     url = f"{KB}/{kb['id']}"
-    first = add_document(api, kb["id"], chunk_count=12, name="a.pdf")
-    add_document(api, kb["id"], chunk_count=30, name="b.pdf")
-    add_document(api, kb["id"], chunk_count=0, name="c.pdf")
-    add_document(api, other["id"], chunk_count=99)
+    first = await add_document(api, kb["id"], chunk_count=12, name="a.pdf")
+    await add_document(api, kb["id"], chunk_count=30, name="b.pdf")
+    await add_document(api, kb["id"], chunk_count=0, name="c.pdf")
+    await add_document(api, other["id"], chunk_count=99)
     # Inserting rows does not change the counts: they are derived on recount only.
     assert (await api.client.get(url, headers=user.headers)).json()["document_count"] == 0
 
-    knowledge = in_app(api, lambda session: KnowledgeService(session).recount(kb["id"]))
+    knowledge = await api.run(lambda session: KnowledgeService(session).recount(kb["id"]))
     assert (knowledge.document_count, knowledge.total_chunks) == (3, 42)
     body = (await api.client.get(url, headers=user.headers)).json()
     assert (body["document_count"], body["total_chunks"]) == (3, 42)
@@ -384,20 +324,20 @@ async def test_recount_derives_counts_from_documents(api: Api) -> None:
         await session.commit()
         return await KnowledgeService(session).recount(kb["id"])
 
-    knowledge = in_app(api, delete_first_and_recount)
+    knowledge = await api.run(delete_first_and_recount)
     assert (knowledge.document_count, knowledge.total_chunks) == (2, 30)
-    empty_id = (await make_kb(api, user))["id"]
-    empty = in_app(api, lambda session: KnowledgeService(session).recount(empty_id))
+    empty_id = (await api.create_knowledge(user))["id"]
+    empty = await api.run(lambda session: KnowledgeService(session).recount(empty_id))
     assert (empty.document_count, empty.total_chunks) == (0, 0)
     with pytest.raises(NotFound):
-        in_app(api, lambda session: KnowledgeService(session).recount(987654321))
+        await api.run(lambda session: KnowledgeService(session).recount(987654321))
 
 
 async def test_delete_cascades_documents_and_robot_links(api: Api) -> None:
     user = await api.user()
-    kb = await make_kb(api, user)
-    kept = await make_kb(api, user)
-    add_document(api, kb["id"], chunk_count=3)
+    kb = await api.create_knowledge(user)
+    kept = await api.create_knowledge(user)
+    await add_document(api, kb["id"], chunk_count=3)
     robot = await api.client.post(
         "/api/v1/robots",
         json={"name": "helper", "knowledge_ids": [kb["id"], kept["id"]]},
@@ -420,7 +360,35 @@ async def test_delete_cascades_documents_and_robot_links(api: Api) -> None:
         )
         return [knowledge, *documents.all(), *links.all()]
 
-    assert in_app(api, leftovers) == [None]
+    assert await api.run(leftovers) == [None]
     robot_now = (await api.client.get(robot_url, headers=user.headers)).json()
     assert robot_now["knowledge_ids"] == [kept["id"]]
     assert_problem(await api.client.delete(f"{KB}/{kb['id']}", headers=user.headers), 404)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "field"),
+    [
+        ("GET", f"{KB}/{HUGE_ID}", {}, "path.knowledge_id"),
+        ("PATCH", f"{KB}/{HUGE_ID}", {"json": {"name": "x"}}, "path.knowledge_id"),
+        ("DELETE", f"{KB}/{HUGE_ID}", {}, "path.knowledge_id"),
+        ("GET", KB, {"params": {"user_id": HUGE_ID}}, "query.user_id"),
+        ("POST", KB, {"json": {"name": "kb", "embed_llm_id": HUGE_ID}}, "embed_llm_id"),
+    ],
+    ids=["get", "patch", "delete", "list-owner", "create-model"],
+)
+async def test_ids_out_of_range(
+    api: Api, method: str, path: str, kwargs: dict[str, Any], field: str
+) -> None:
+    user = await api.user()
+    response = await api.client.request(method, path, headers=user.headers, **kwargs)
+    assert_invalid(response, field)
+
+
+async def test_model_id_out_of_range_in_a_change(api: Api) -> None:
+    user = await api.user()
+    kb = await api.create_knowledge(user)
+    url = f"{KB}/{kb['id']}"
+    response = await api.client.patch(url, json={"embed_llm_id": HUGE_ID}, headers=user.headers)
+    assert "embed_llm_id" in error_fields(assert_problem(response, 422))
+    assert (await api.client.get(url, headers=user.headers)).json() == kb

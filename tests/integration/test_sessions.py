@@ -4,18 +4,16 @@ soft delete and message paging."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from rag_app.db.models import ChatHistory, ChatSession, Robot
+from rag_app.db.models import ChatSession, Robot
 from rag_app.db.types import utcnow
-from rag_app.domain.users.schemas import UserCreate
-from rag_app.domain.users.service import UserService
-from tests.conftest import PASSWORD, Api, SignedIn, assert_problem
+from tests.conftest import HUGE_ID, Api, SignedIn, assert_invalid, assert_problem, error_fields
 
 URL = "/api/v1/sessions"
 SESSION_FIELDS = {
@@ -47,47 +45,6 @@ MESSAGE_FIELDS = {
     "sequence",
     "created_at",
 }
-E = TypeVar("E")
-T = TypeVar("T")
-
-
-def in_app_loop(api: Api, work: Callable[[], Awaitable[T]]) -> T:
-    """Run database work on the app's event loop. The test client serves the app from its own
-    portal thread, and aiomysql connections only work on the loop that opened them, so
-    ``Api.insert`` and ``Api.admin`` (which use the app's pool from the test's loop) fail on
-    MariaDB."""
-    return api.client.blocking_portal.call(work)
-
-
-async def insert(api: Api, entity: E) -> E:
-    async def store() -> E:
-        async with api.ctx.sessionmaker() as db:
-            db.add(entity)
-            await db.commit()
-            await db.refresh(entity)
-        return entity
-
-    return in_app_loop(api, store)
-
-
-async def sign_in_admin(api: Api) -> SignedIn:
-    name = f"admin_{uuid.uuid4().hex[:8]}"
-
-    async def create() -> None:
-        async with api.ctx.sessionmaker() as db:
-            data = UserCreate(
-                username=name, email=f"{name}@example.com", password=PASSWORD, role="admin"
-            )
-            await UserService(db, api.ctx.passwords).create(data)
-
-    in_app_loop(api, create)
-    return await api.login(name, PASSWORD)
-
-
-async def make_robot(api: Api, owner: SignedIn, **fields: Any) -> Robot:
-    values: dict[str, Any] = {"user_id": owner.id, "name": "r", "is_public": False}
-    values.update(fields)
-    return await insert(api, Robot(**values))
 
 
 async def open_session(api: Api, user: SignedIn, robot: Robot, **body: Any) -> dict[str, Any]:
@@ -107,7 +64,7 @@ async def listed(api: Api, user: SignedIn, **params: Any) -> list[str]:
 
 async def test_create_and_get(api: Api) -> None:
     user = await api.user()
-    robot = await make_robot(api, user)
+    robot = await api.robot(user)
     created = await open_session(api, user, robot, title="  报销流程  ")
     assert set(created) == SESSION_FIELDS
     assert created["robot_id"] == robot.id
@@ -129,7 +86,7 @@ async def test_create_and_get(api: Api) -> None:
 
 async def test_public_robot_usable_by_others(api: Api) -> None:
     owner, other = await api.user(), await api.user()
-    robot = await make_robot(api, owner, is_public=True)
+    robot = await api.robot(owner, is_public=True)
     created = await open_session(api, other, robot)
     assert created["robot_id"] == robot.id
     # The session is the caller's, not the robot owner's.
@@ -138,8 +95,8 @@ async def test_public_robot_usable_by_others(api: Api) -> None:
 
 
 async def test_admin_may_use_a_private_robot(api: Api) -> None:
-    owner, admin = await api.user(), await sign_in_admin(api)
-    robot = await make_robot(api, owner)
+    owner, admin = await api.user(), await api.admin()
+    robot = await api.robot(owner)
     await open_session(api, admin, robot)
 
 
@@ -156,7 +113,7 @@ async def test_unusable_robot_refused_as_missing(
     api: Api, own: bool, fields: dict[str, Any]
 ) -> None:
     owner, caller = await api.user(), await api.user()
-    robot = await make_robot(api, caller if own else owner, **fields)
+    robot = await api.robot(caller if own else owner, **fields)
     response = await api.client.post(f"{URL}/", headers=caller.headers, json={"robot_id": robot.id})
     assert_problem(response, 404, f"robot {robot.id} not found")
     assert await listed(api, caller) == []
@@ -183,12 +140,12 @@ async def test_create_validation(api: Api, body: dict[str, Any], field: str) -> 
     user = await api.user()
     response = await api.client.post(f"{URL}/", headers=user.headers, json=body)
     problem = assert_problem(response, 422, field)
-    assert field in {e["field"] for e in problem["errors"]}
+    assert field in error_fields(problem)
 
 
 async def test_update_rename_pin_archive_unarchive(api: Api) -> None:
     user = await api.user()
-    robot = await make_robot(api, user)
+    robot = await api.robot(user)
     sid = (await open_session(api, user, robot, title="old"))["session_id"]
     url = f"{URL}/{sid}"
 
@@ -232,18 +189,18 @@ async def test_update_rename_pin_archive_unarchive(api: Api) -> None:
 )
 async def test_update_validation(api: Api, body: dict[str, Any], field: str) -> None:
     user = await api.user()
-    robot = await make_robot(api, user)
+    robot = await api.robot(user)
     sid = (await open_session(api, user, robot, title="keep"))["session_id"]
     response = await api.client.patch(f"{URL}/{sid}", headers=user.headers, json=body)
     problem = assert_problem(response, 422, field)
-    assert field in {e["field"] for e in problem["errors"]}
+    assert field in error_fields(problem)
     after = (await api.client.get(f"{URL}/{sid}", headers=user.headers)).json()
     assert (after["title"], after["status"], after["robot_id"]) == ("keep", "active", robot.id)
 
 
 async def test_soft_delete(api: Api) -> None:
     user = await api.user()
-    robot = await make_robot(api, user)
+    robot = await api.robot(user)
     sid = (await open_session(api, user, robot))["session_id"]
     kept = (await open_session(api, user, robot))["session_id"]
 
@@ -261,17 +218,16 @@ async def test_soft_delete(api: Api) -> None:
         assert_problem(response, 404, sid)
 
     # Soft: the row is still there, marked deleted.
-    async def status() -> str:
-        async with api.ctx.sessionmaker() as db:
-            found = await db.exec(select(ChatSession).where(ChatSession.session_id == sid))
-            return found.one().status
+    async def status(session: AsyncSession) -> str:
+        found = await session.exec(select(ChatSession).where(ChatSession.session_id == sid))
+        return found.one().status
 
-    assert in_app_loop(api, status) == "deleted"
+    assert await api.run(status) == "deleted"
 
 
 async def test_another_users_session_is_not_found(api: Api) -> None:
-    owner, stranger, admin = await api.user(), await api.user(), await sign_in_admin(api)
-    robot = await make_robot(api, owner, is_public=True)
+    owner, stranger, admin = await api.user(), await api.user(), await api.admin()
+    robot = await api.robot(owner, is_public=True)
     sid = (await open_session(api, owner, robot, title="私密"))["session_id"]
     await _insert_messages(api, sid, ["秘密问题"])
     url = f"{URL}/{sid}"
@@ -314,20 +270,17 @@ async def test_unauthenticated(api: Api, method: str, path: str) -> None:
 
 async def test_list_order_pinned_then_latest_activity(api: Api) -> None:
     user = await api.user()
-    robot = await make_robot(api, user)
+    robot = await api.robot(user)
     now = utcnow()
 
     async def session_row(name: str, created: int, last: int | None, pinned: bool = False) -> str:
-        row = await insert(
-            api,
-            ChatSession(
-                session_id=f"{name}-{uuid.uuid4().hex}",
-                user_id=user.id,
-                robot_id=robot.id or 0,
-                is_pinned=pinned,
-                created_at=now + timedelta(minutes=created),
-                last_message_at=None if last is None else now + timedelta(minutes=last),
-            ),
+        row = await api.chat_session(
+            user,
+            robot.id or 0,
+            session_id=f"{name}-{uuid.uuid4().hex}",
+            is_pinned=pinned,
+            created_at=now + timedelta(minutes=created),
+            last_message_at=None if last is None else now + timedelta(minutes=last),
         )
         return row.session_id
 
@@ -352,7 +305,7 @@ async def test_list_order_pinned_then_latest_activity(api: Api) -> None:
 
 async def test_list_filters_by_robot(api: Api) -> None:
     user = await api.user()
-    first, second = await make_robot(api, user), await make_robot(api, user)
+    first, second = await api.robot(user), await api.robot(user)
     a = (await open_session(api, user, first))["session_id"]
     b = (await open_session(api, user, second))["session_id"]
     assert await listed(api, user, robot_id=first.id) == [a]
@@ -373,45 +326,37 @@ async def test_list_validation(api: Api, params: dict[str, Any], field: str) -> 
 async def _insert_messages(api: Api, session_id: str, contents: list[str]) -> None:
     # Inserted in reverse so that the order the API returns comes from sequence, not row ids.
     for sequence in reversed(range(1, len(contents) + 1)):
-        await insert(
-            api,
-            ChatHistory(
-                session_id=session_id,
-                message_id=uuid.uuid4().hex,
-                role="user" if sequence % 2 else "assistant",
-                content=contents[sequence - 1],
-                sequence=sequence,
-            ),
+        await api.message(
+            session_id,
+            sequence,
+            role="user" if sequence % 2 else "assistant",
+            content=contents[sequence - 1],
         )
 
 
 async def test_messages_paging_order_and_chinese(api: Api) -> None:
     user = await api.user()
-    robot = await make_robot(api, user)
+    robot = await api.robot(user)
     sid = (await open_session(api, user, robot))["session_id"]
     other_sid = (await open_session(api, user, robot))["session_id"]
     contents = ["年假怎么申请？", "在OA系统提交申请。", "需要谁审批？", "直属主管审批 ✅", "谢谢"]
     await _insert_messages(api, sid, contents)
     await _insert_messages(api, other_sid, ["别的会话"])
-    await insert(
-        api,
-        ChatHistory(
-            session_id=sid,
-            message_id=uuid.uuid4().hex,
-            role="assistant",
-            content="参考《员工手册》第三章。",
-            retrieved_contexts=[{"document_id": 7, "file_name": "员工手册.pdf", "score": 0.83}],
-            referenced_doc_ids=[7],
-            prompt_tokens=120,
-            completion_tokens=30,
-            total_tokens=150,
-            retrieval_time_ms=12,
-            generation_time_ms=340,
-            total_time_ms=360,
-            feedback=1,
-            feedback_comment="很有帮助",
-            sequence=6,
-        ),
+    await api.message(
+        sid,
+        6,
+        role="assistant",
+        content="参考《员工手册》第三章。",
+        retrieved_contexts=[{"document_id": 7, "file_name": "员工手册.pdf", "score": 0.83}],
+        referenced_doc_ids=[7],
+        prompt_tokens=120,
+        completion_tokens=30,
+        total_tokens=150,
+        retrieval_time_ms=12,
+        generation_time_ms=340,
+        total_time_ms=360,
+        feedback=1,
+        feedback_comment="很有帮助",
     )
 
     url = f"{URL}/{sid}/messages"
@@ -450,8 +395,29 @@ async def test_messages_paging_order_and_chinese(api: Api) -> None:
 
 async def test_messages_of_an_empty_session(api: Api) -> None:
     user = await api.user()
-    robot = await make_robot(api, user)
+    robot = await api.robot(user)
     sid = (await open_session(api, user, robot))["session_id"]
     response = await api.client.get(f"{URL}/{sid}/messages", headers=user.headers)
     assert response.status_code == 200, response.text
     assert response.json() == {"items": [], "total": 0, "page": 1, "page_size": 20}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "field"),
+    [
+        ("GET", f"{URL}/{'a' * 65}", {}, "path.session_id"),
+        ("PATCH", f"{URL}/{'a' * 65}", {"json": {"title": "x"}}, "path.session_id"),
+        ("DELETE", f"{URL}/{'a' * 65}", {}, "path.session_id"),
+        ("GET", f"{URL}/{'a' * 65}/messages", {}, "path.session_id"),
+        ("GET", f"{URL}/", {"params": {"robot_id": HUGE_ID}}, "query.robot_id"),
+        ("POST", f"{URL}/", {"json": {"robot_id": HUGE_ID}}, "robot_id"),
+    ],
+    ids=["get", "patch", "delete", "messages", "list-robot", "create-robot"],
+)
+async def test_ids_out_of_range(
+    api: Api, method: str, path: str, kwargs: dict[str, Any], field: str
+) -> None:
+    user = await api.user()
+    response = await api.client.request(method, path, headers=user.headers, **kwargs)
+    assert_invalid(response, field)
+    assert await listed(api, user) == []

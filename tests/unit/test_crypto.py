@@ -1,10 +1,17 @@
-"""SecretBox (provider API keys at rest) and mask_secret."""
+"""SecretBox (provider API keys at rest), mask_secret, and database errors that never show the
+values of a row (where the ciphertext and password hashes are)."""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from rag_app.crypto import SecretBox, mask_secret
+from rag_app.db.engine import create_db_engine, create_sync_engine
 from rag_app.errors import ConfigurationError
 
 KEY = "sk-proj-0123456789abcdefXYZ"
@@ -68,3 +75,31 @@ def test_mask_secret(secret: str, mask: str) -> None:
     assert mask_secret(secret) == mask
     # A mask always fits the rag_apikey.key_mask column.
     assert len(mask_secret(secret * 50)) <= 32
+
+
+def test_database_errors_and_logs_hide_row_values(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sqlalchemy.engine")
+    sealed = SecretBox("passphrase").encrypt(KEY)
+    engine = create_sync_engine(f"sqlite:///{tmp_path / 'db.sqlite'}", echo=True)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE t (secret TEXT UNIQUE)"))
+            conn.execute(text("INSERT INTO t VALUES (:secret)"), {"secret": sealed})
+        with pytest.raises(IntegrityError) as caught, engine.begin() as conn:
+            conn.execute(text("INSERT INTO t VALUES (:secret)"), {"secret": sealed})
+    finally:
+        engine.dispose()
+    message = str(caught.value)
+    assert "INSERT INTO t" in message  # the statement is still there to debug with
+    assert sealed not in message
+    assert "hidden" in message
+    assert caplog.text  # echo logged the statements...
+    assert sealed not in caplog.text  # ...but not their values
+
+
+@pytest.mark.parametrize("url", ["sqlite:///x.db", "mysql://root@127.0.0.1/x"])
+def test_every_engine_hides_parameters(url: str) -> None:
+    assert create_sync_engine(url).hide_parameters is True
+    assert create_db_engine(url).sync_engine.hide_parameters is True

@@ -62,7 +62,7 @@ class AuthController(Controller):
         tokens = build_token_service(ctx)
         claims = tokens.decode(data.refresh_token, "refresh")
         user = await users.session.get(User, claims.user_id)
-        if user is None or not user.is_active or user.token_version != claims.version:
+        if not claims.accepts(user):
             raise AuthenticationFailed("the refresh token is no longer valid; sign in again")
         return tokens.issue_pair(user)
 

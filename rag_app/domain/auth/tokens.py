@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
+from typing import Literal, TypeGuard
 
 from litestar.exceptions import NotAuthorizedException
 from litestar.security.jwt import Token
 
 from rag_app.db.models import User
+from rag_app.db.types import utcnow
 from rag_app.domain.auth.schemas import TokenPair
 from rag_app.errors import AuthenticationFailed
 
@@ -25,6 +26,11 @@ TokenType = Literal["access", "refresh"]
 class TokenClaims:
     user_id: int
     version: int
+
+    def accepts(self, user: User | None) -> TypeGuard[User]:
+        """The token still speaks for its user: the user exists, is enabled, and has not changed
+        (or been reset) the password since the token was issued."""
+        return user is not None and user.is_active and user.token_version == self.version
 
 
 class TokenService:
@@ -41,8 +47,6 @@ class TokenService:
         )
 
     def _encode(self, user: User, kind: TokenType, lifetime: timedelta) -> str:
-        from rag_app.db.types import utcnow
-
         token = Token(
             sub=str(user.id),
             exp=utcnow() + lifetime,

@@ -4,10 +4,11 @@ from typing import Annotated
 
 from litestar import Controller, delete, get, patch, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from rag_app.api.pagination import Page, PageParams
+from rag_app.api.params import IdPath, id_query
 from rag_app.db.models import User
 from rag_app.domain.knowledge.schemas import KnowledgeCreate, KnowledgeRead, KnowledgeUpdate
 from rag_app.domain.knowledge.service import KnowledgeService
@@ -41,7 +42,7 @@ class KnowledgeController(Controller):
         page_params: NamedDependency[PageParams],
         search: Annotated[str | None, QueryParameter(description="Part of the name")] = None,
         user_id: Annotated[
-            int | None, QueryParameter(description="Only this owner's (useful to administrators)")
+            int | None, id_query("Only this owner's (useful to administrators)")
         ] = None,
     ) -> Page[KnowledgeRead]:
         return await knowledge_bases.list(current_user, page_params, search=search, user_id=user_id)
@@ -49,7 +50,7 @@ class KnowledgeController(Controller):
     @get("/{knowledge_id:int}", summary="One knowledge base")
     async def get_knowledge(
         self,
-        knowledge_id: FromPath[int],
+        knowledge_id: IdPath,
         knowledge_bases: NamedDependency[KnowledgeService],
         current_user: NamedDependency[User],
     ) -> KnowledgeRead:
@@ -58,7 +59,7 @@ class KnowledgeController(Controller):
     @patch("/{knowledge_id:int}", summary="Change settings (embedding model only while empty)")
     async def update_knowledge(
         self,
-        knowledge_id: FromPath[int],
+        knowledge_id: IdPath,
         data: JSONBody[KnowledgeUpdate],
         knowledge_bases: NamedDependency[KnowledgeService],
         current_user: NamedDependency[User],
@@ -69,7 +70,7 @@ class KnowledgeController(Controller):
     @delete("/{knowledge_id:int}", summary="Delete a knowledge base with its documents")
     async def delete_knowledge(
         self,
-        knowledge_id: FromPath[int],
+        knowledge_id: IdPath,
         knowledge_bases: NamedDependency[KnowledgeService],
         current_user: NamedDependency[User],
     ) -> None:

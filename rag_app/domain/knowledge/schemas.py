@@ -1,24 +1,24 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import Field
 
+from rag_app.api.params import Id
 from rag_app.db.models.knowledge import KeywordBackend
-from rag_app.domain.common import InputSchema, ReadSchema
+from rag_app.domain.common import InputSchema, Name, ReadSchema, Status
 
-KnowledgeName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 ChunkSize = Annotated[int, Field(ge=100, le=4000, description="Target chunk size in tokens")]
 # The upper bound (below chunk_size) depends on two fields, so the service checks it.
 ChunkOverlap = Annotated[int, Field(ge=0, description="Tokens shared by neighbouring chunks")]
 
 
 class KnowledgeCreate(InputSchema):
-    name: KnowledgeName
+    name: Name
     description: str | None = Field(default=None, max_length=500)
     avatar: str | None = Field(default=None, max_length=255)
-    embed_llm_id: int = Field(description="An enabled model of type 'embedding'")
+    embed_llm_id: Id = Field(description="An enabled model of type 'embedding'")
     chunk_size: ChunkSize = 500
     chunk_overlap: ChunkOverlap = Field(default=50, description="0 <= overlap < chunk_size")
     keyword_backend: KeywordBackend = KeywordBackend.bm25
@@ -27,16 +27,16 @@ class KnowledgeCreate(InputSchema):
 class KnowledgeUpdate(InputSchema):
     """Only the fields sent change; chunking is checked against the merged result."""
 
-    name: KnowledgeName | None = None
+    name: Name | None = None
     description: str | None = Field(default=None, max_length=500)
     avatar: str | None = Field(default=None, max_length=255)
-    embed_llm_id: int | None = Field(
+    embed_llm_id: Id | None = Field(
         default=None, description="Can change only while the knowledge base has no documents"
     )
     chunk_size: ChunkSize | None = None
     chunk_overlap: ChunkOverlap | None = None
     keyword_backend: KeywordBackend | None = None
-    status: Literal[0, 1] | None = Field(default=None, description="1 enabled, 0 disabled")
+    status: Status | None = Field(default=None, description="1 enabled, 0 disabled")
 
 
 class KnowledgeRead(ReadSchema):

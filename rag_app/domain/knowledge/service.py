@@ -3,56 +3,30 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
-from typing import Any
 
 from sqlalchemy import func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from rag_app.api.pagination import Page, PageParams
-from rag_app.db.models import Document, Knowledge, Llm, User
+from rag_app.db.models import Document, Knowledge, User
 from rag_app.db.models.llm import ModelType
-from rag_app.domain.common import ensure_owner, paginate
+from rag_app.domain.common import (
+    ensure_owner,
+    invalid,
+    like_pattern,
+    owned_listing,
+    paginate,
+    reject_nulls,
+)
 from rag_app.domain.knowledge.schemas import KnowledgeCreate, KnowledgeRead, KnowledgeUpdate
-from rag_app.errors import Conflict, NotFound, ValidationFailed
+from rag_app.domain.models.service import require_model
+from rag_app.errors import Conflict, NotFound
+
+# Re-exported for rag_app.domain.documents, which imports it from here.
+__all__ = ["KnowledgeService", "check_chunking", "like_pattern", "new_collection_name"]
 
 _NULLABLE = frozenset({"description", "avatar"})
-
-
-async def require_model(
-    session: AsyncSession, llm_id: int, model_type: ModelType, field: str
-) -> Llm:
-    """The model a knowledge base or robot refers to: it must exist, have the right type and be
-    enabled. Errors name the request field, since the model id came from the request body."""
-    llm = await session.get(Llm, llm_id)
-    if llm is None:
-        raise ValidationFailed(f"{field}: model {llm_id} does not exist", field=field)
-    if llm.model_type != model_type:
-        raise ValidationFailed(
-            f"{field}: model {llm_id} ('{llm.name}') is a {llm.model_type} model, "
-            f"this needs a {model_type} model",
-            field=field,
-        )
-    if llm.status != 1:
-        raise ValidationFailed(
-            f"{field}: model {llm_id} ('{llm.name}') is disabled; enable it or choose another",
-            field=field,
-        )
-    return llm
-
-
-def reject_nulls(changes: dict[str, Any], nullable: Collection[str]) -> None:
-    """PATCH bodies may send null only to clear an optional field, never a required one."""
-    for field, value in changes.items():
-        if value is None and field not in nullable:
-            raise ValidationFailed(f"{field} cannot be null", field=field)
-
-
-def like_pattern(search: str) -> str:
-    # Escape LIKE wildcards so that a search for "50%" or "a_b" means exactly that.
-    escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 def new_collection_name() -> str:
@@ -62,9 +36,8 @@ def new_collection_name() -> str:
 
 def check_chunking(chunk_size: int, chunk_overlap: int, field: str = "chunk_overlap") -> None:
     if chunk_overlap >= chunk_size:
-        raise ValidationFailed(
-            f"chunk_overlap ({chunk_overlap}) must be smaller than chunk_size ({chunk_size})",
-            field=field,
+        raise invalid(
+            field, f"chunk_overlap ({chunk_overlap}) must be smaller than chunk_size ({chunk_size})"
         )
 
 
@@ -87,9 +60,7 @@ class KnowledgeService:
     async def get(self, user: User, knowledge_id: int) -> Knowledge:
         """The knowledge base if the user owns it or is an admin; NotFound otherwise."""
         knowledge = await self.session.get(Knowledge, knowledge_id)
-        ensure_owner(knowledge, user, f"knowledge base {knowledge_id}")
-        assert knowledge is not None  # ensure_owner raised otherwise
-        return knowledge
+        return ensure_owner(knowledge, user, f"knowledge base {knowledge_id}")
 
     async def list(
         self,
@@ -98,14 +69,7 @@ class KnowledgeService:
         search: str | None = None,
         user_id: int | None = None,
     ) -> Page[KnowledgeRead]:
-        """Newest first. Users see their own; admins see everyone's, or one user's by user_id."""
-        statement = select(Knowledge).order_by(col(Knowledge.id).desc())
-        if not user.is_admin:
-            statement = statement.where(col(Knowledge.user_id) == user.id)
-        if user_id is not None:
-            statement = statement.where(col(Knowledge.user_id) == user_id)
-        if search:
-            statement = statement.where(col(Knowledge.name).like(like_pattern(search), escape="\\"))
+        statement = owned_listing(Knowledge, user, owner_id=user_id, search=search)
         return await paginate(self.session, statement, params, KnowledgeRead.model_validate)
 
     async def update(self, user: User, knowledge_id: int, data: KnowledgeUpdate) -> Knowledge:

@@ -4,16 +4,16 @@ from typing import Annotated
 
 from litestar import Controller, delete, get, patch, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromQuery, JSONBody, PathParameter, QueryParameter
+from litestar.params import FromQuery, JSONBody, QueryParameter
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from rag_app.api.pagination import Page, PageParams
+from rag_app.api.params import IdPath, id_query
 from rag_app.api.security import admin_only
 from rag_app.context import AppContext
 from rag_app.db.models import User
 from rag_app.db.models.llm import ModelType
 from rag_app.domain.models.schemas import (
-    MAX_ID,
     ApiKeyCreate,
     ApiKeyRead,
     ApiKeyUpdate,
@@ -24,9 +24,6 @@ from rag_app.domain.models.schemas import (
     ProviderRead,
 )
 from rag_app.domain.models.service import ApiKeyService, LlmService, provider_presets
-
-# Bounded: an id past BIGINT would reach the driver and fail as a 500.
-Id = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
 
 
 def provide_llm_service(db_session: NamedDependency[AsyncSession]) -> LlmService:
@@ -71,8 +68,8 @@ class LlmController(Controller):
     async def list_providers(self) -> list[ProviderRead]:
         return provider_presets()
 
-    @get("/{llm_id:int}", guards=[admin_only])
-    async def get_llm(self, llm_id: Id, llms: NamedDependency[LlmService]) -> LlmRead:
+    @get("/{llm_id:int}", guards=[admin_only], summary="One model")
+    async def get_llm(self, llm_id: IdPath, llms: NamedDependency[LlmService]) -> LlmRead:
         return await llms.read(llm_id)
 
     @post("/", guards=[admin_only], summary="Register a model")
@@ -86,7 +83,7 @@ class LlmController(Controller):
 
     @patch("/{llm_id:int}", guards=[admin_only], summary="Change a model; validated as a whole")
     async def update_llm(
-        self, llm_id: Id, data: JSONBody[LlmUpdate], llms: NamedDependency[LlmService]
+        self, llm_id: IdPath, data: JSONBody[LlmUpdate], llms: NamedDependency[LlmService]
     ) -> LlmRead:
         return await llms.update(llm_id, data)
 
@@ -95,7 +92,7 @@ class LlmController(Controller):
         guards=[admin_only],
         summary="Delete a model and its API keys (refused while in use)",
     )
-    async def delete_llm(self, llm_id: Id, llms: NamedDependency[LlmService]) -> None:
+    async def delete_llm(self, llm_id: IdPath, llms: NamedDependency[LlmService]) -> None:
         await llms.delete(llm_id)
 
 
@@ -112,14 +109,12 @@ class ApiKeyController(Controller):
         self,
         apikeys: NamedDependency[ApiKeyService],
         page_params: NamedDependency[PageParams],
-        llm_id: Annotated[
-            int | None, QueryParameter(ge=1, le=MAX_ID, description="Only this model's")
-        ] = None,
+        llm_id: Annotated[int | None, id_query("Only this model's")] = None,
     ) -> Page[ApiKeyRead]:
         return await apikeys.list(page_params, llm_id=llm_id)
 
-    @get("/{key_id:int}")
-    async def get_key(self, key_id: Id, apikeys: NamedDependency[ApiKeyService]) -> ApiKeyRead:
+    @get("/{key_id:int}", summary="One API key (masked)")
+    async def get_key(self, key_id: IdPath, apikeys: NamedDependency[ApiKeyService]) -> ApiKeyRead:
         return ApiKeyRead.model_validate(await apikeys.get(key_id))
 
     @post("/", summary="Store a provider API key (encrypted at rest)")
@@ -134,12 +129,12 @@ class ApiKeyController(Controller):
     @patch("/{key_id:int}", summary="Rename, disable or rotate a key")
     async def update_key(
         self,
-        key_id: Id,
+        key_id: IdPath,
         data: JSONBody[ApiKeyUpdate],
         apikeys: NamedDependency[ApiKeyService],
     ) -> ApiKeyRead:
         return ApiKeyRead.model_validate(await apikeys.update(key_id, data))
 
-    @delete("/{key_id:int}")
-    async def delete_key(self, key_id: Id, apikeys: NamedDependency[ApiKeyService]) -> None:
+    @delete("/{key_id:int}", summary="Delete an API key")
+    async def delete_key(self, key_id: IdPath, apikeys: NamedDependency[ApiKeyService]) -> None:
         await apikeys.delete(key_id)

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import AfterValidator, Field, SecretStr, StringConstraints
 
+from rag_app.api.params import Id
 from rag_app.db.models.llm import ModelType
-from rag_app.domain.common import InputSchema, ReadSchema
+from rag_app.domain.common import InputSchema, Name, ReadSchema, Status
 
 
 def _check_base_url(value: str | None) -> str | None:
@@ -19,17 +20,14 @@ def _check_base_url(value: str | None) -> str | None:
 
 
 # What the columns hold: a bigger number would reach the driver and fail as a 500, not a 422.
-MAX_ID = 2**63 - 1
 MAX_TOKENS = 10_000_000
 # Milvus' limit for a dense vector; no embedding model we know comes close.
 MAX_DIMENSION = 32_768
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 ModelName = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 Provider = Annotated[str, StringConstraints(min_length=1, max_length=50)]
 BaseUrl = Annotated[str | None, StringConstraints(max_length=255), AfterValidator(_check_base_url)]
 ApiVersion = Annotated[str, StringConstraints(min_length=1, max_length=50)]
-Status = Literal[0, 1]
 # SecretStr: a key that reaches a log line or a repr prints as '**********'.
 ApiKeyValue = Annotated[SecretStr, Field(min_length=1, max_length=4096)]
 
@@ -111,7 +109,7 @@ class ProviderRead(ReadSchema):
 
 
 class ApiKeyCreate(InputSchema):
-    llm_id: int = Field(ge=1, le=MAX_ID)
+    llm_id: Id
     alias: Name
     api_key: ApiKeyValue
     description: str | None = Field(default=None, max_length=500)

@@ -17,7 +17,7 @@ from rag_app.api.pagination import Page, PageParams
 from rag_app.crypto import SecretBox, mask_secret
 from rag_app.db.models import ApiKey, Knowledge, Llm, Robot, User
 from rag_app.db.models.llm import ModelType
-from rag_app.domain.common import paginate
+from rag_app.domain.common import ENABLED, invalid, paginate, reject_nulls
 from rag_app.domain.models.schemas import (
     ApiKeyCreate,
     ApiKeyRead,
@@ -29,12 +29,15 @@ from rag_app.domain.models.schemas import (
     LlmUpdate,
     ProviderRead,
 )
-from rag_app.errors import Conflict, NotFound, ValidationFailed
+from rag_app.errors import Conflict, NotFound
 
-ACTIVE = 1
 # A delete refused because of many users names this many of each kind, then counts the rest.
 _USAGE_NAMES_SHOWN = 10
-_REQUIRED_LLM_FIELDS = ("provider", "name", "model_name", "model_type", "status")
+# PATCH may clear these (a null base_url goes back to the provider's default); not the others.
+_NULLABLE_LLM_FIELDS = frozenset(
+    {"base_url", "api_version", "max_tokens", "dimension", "description"}
+)
+_NULLABLE_KEY_FIELDS = frozenset({"description"})
 # Module-level aliases: inside the services, ``list`` names the list method.
 _Usage = list[tuple[int | None, str]]
 
@@ -43,9 +46,7 @@ def _preset(provider: str) -> ProviderPreset:
     preset = get_provider(provider)
     if preset is None:
         known = ", ".join(PROVIDERS)
-        raise ValidationFailed(
-            f"unknown provider '{provider}'; use one of: {known}", field="provider"
-        )
+        raise invalid("provider", f"unknown provider '{provider}'; use one of: {known}")
     return preset
 
 
@@ -56,42 +57,34 @@ def validate_model(values: dict[str, Any]) -> dict[str, Any]:
     model_type = str(values["model_type"])
     if not preset.supports(model_type):
         served = ", ".join(t for t in ModelType if preset.supports(t))
-        raise ValidationFailed(
+        raise invalid(
+            "model_type",
             f"provider '{preset.name}' does not serve {model_type} models (it serves: {served})",
-            field="model_type",
         )
     result = dict(values, model_type=model_type)
     if not preset.uses_base_url:
         if result.get("base_url"):
-            raise ValidationFailed(
+            raise invalid(
+                "base_url",
                 f"provider '{preset.name}' runs the model in process: give a package name or a "
                 "path as model_name and leave base_url empty",
-                field="base_url",
             )
     elif not result.get("base_url"):
         if preset.default_base_url is None:
-            raise ValidationFailed(
-                f"provider '{preset.name}' has no default endpoint: set base_url",
-                field="base_url",
-            )
+            raise invalid("base_url", f"provider '{preset.name}' has no default endpoint: set it")
         result["base_url"] = preset.default_base_url
     if preset.requires_api_version and not result.get("api_version"):
-        raise ValidationFailed(
-            f"provider '{preset.name}' needs api_version (for example 2024-10-21)",
-            field="api_version",
-        )
+        raise invalid("api_version", f"provider '{preset.name}' needs one (for example 2024-10-21)")
     if model_type == ModelType.embedding:
         if result.get("dimension") is None:
             result["dimension"] = preset.default_dimension(result["model_name"])
         if result["dimension"] is None:
-            raise ValidationFailed(
+            raise invalid(
+                "dimension",
                 "embedding models need a positive dimension (the size of their vectors)",
-                field="dimension",
             )
     elif result.get("dimension") is not None:
-        raise ValidationFailed(
-            f"{model_type} models have no dimension; leave it empty", field="dimension"
-        )
+        raise invalid("dimension", f"{model_type} models have no dimension; leave it empty")
     return result
 
 
@@ -149,7 +142,7 @@ class LlmService:
         return page
 
     async def options(self, model_type: ModelType | None = None) -> LlmOptions:
-        statement = select(Llm).where(Llm.status == ACTIVE).order_by(col(Llm.id))
+        statement = select(Llm).where(Llm.status == ENABLED).order_by(col(Llm.id))
         if model_type is not None:
             statement = statement.where(Llm.model_type == model_type)
         rows = (await self.session.exec(statement)).all()
@@ -165,9 +158,7 @@ class LlmService:
     async def update(self, llm_id: int, data: LlmUpdate) -> LlmRead:
         llm = await self.get(llm_id)
         changes = data.model_dump(exclude_unset=True)
-        for name in _REQUIRED_LLM_FIELDS:
-            if name in changes and changes[name] is None:
-                raise ValidationFailed(f"{name} cannot be empty", field=name)
+        reject_nulls(changes, _NULLABLE_LLM_FIELDS)
         current = llm.model_dump(exclude={"id", "user_id", "created_at", "updated_at"})
         merged = {**current, **changes}
         old_preset = get_provider(llm.provider)
@@ -256,7 +247,7 @@ class LlmService:
             return
         statement = (
             select(ApiKey.llm_id)
-            .where(col(ApiKey.llm_id).in_([r.id for r in reads]), ApiKey.status == ACTIVE)
+            .where(col(ApiKey.llm_id).in_([r.id for r in reads]), ApiKey.status == ENABLED)
             .distinct()
         )
         with_key = set((await self.session.exec(statement)).all())
@@ -268,17 +259,21 @@ async def require_model(
     session: AsyncSession, llm_id: int, model_type: ModelType, field: str
 ) -> Llm:
     """For services that bind a model (knowledge bases, robots): the model exists, is enabled
-    and is of the expected type, else a 422 naming the caller's ``field``."""
+    and is of the expected type, else a 422 naming the request ``field`` the id came from."""
     llm = await session.get(Llm, llm_id)
     if llm is None:
-        raise ValidationFailed(f"model {llm_id} does not exist", field=field)
+        raise invalid(field, f"model {llm_id} does not exist")
     if llm.model_type != model_type:
-        raise ValidationFailed(
-            f"model {llm_id} ('{llm.name}') is a {llm.model_type} model, not {model_type}",
-            field=field,
+        article = "an" if model_type[0] in "aeiou" else "a"
+        raise invalid(
+            field,
+            f"model {llm_id} ('{llm.name}') is a {llm.model_type} model; "
+            f"this needs {article} {model_type} model",
         )
-    if llm.status != ACTIVE:
-        raise ValidationFailed(f"model {llm_id} ('{llm.name}') is disabled", field=field)
+    if llm.status != ENABLED:
+        raise invalid(
+            field, f"model {llm_id} ('{llm.name}') is disabled; enable it or choose another"
+        )
     return llm
 
 
@@ -287,7 +282,7 @@ async def resolve_api_key(session: AsyncSession, box: SecretBox, llm_id: int) ->
     the one with the lowest id, so every process picks the same one. None when it has none."""
     statement = (
         select(ApiKey.api_key_encrypted)
-        .where(ApiKey.llm_id == llm_id, ApiKey.status == ACTIVE)
+        .where(ApiKey.llm_id == llm_id, ApiKey.status == ENABLED)
         .order_by(col(ApiKey.id))
         .limit(1)
     )
@@ -298,10 +293,10 @@ async def resolve_api_key(session: AsyncSession, box: SecretBox, llm_id: int) ->
 def _plain_key(secret: SecretStr) -> str:
     plain = secret.get_secret_value().strip()
     if not plain:
-        raise ValidationFailed("api_key cannot be empty", field="api_key")
+        raise invalid("api_key", "cannot be empty")
     if any(ch.isspace() for ch in plain):
         # Almost always a copy-paste accident (two keys, or "Bearer sk-…").
-        raise ValidationFailed("api_key must not contain spaces or line breaks", field="api_key")
+        raise invalid("api_key", "must not contain spaces or line breaks")
     return plain
 
 
@@ -325,12 +320,10 @@ class ApiKeyService:
     async def create(self, actor: User, data: ApiKeyCreate) -> ApiKey:
         llm = await self.session.get(Llm, data.llm_id)
         if llm is None:
-            raise ValidationFailed(f"model {data.llm_id} does not exist", field="llm_id")
+            raise invalid("llm_id", f"model {data.llm_id} does not exist")
         preset = get_provider(llm.provider)
         if preset is not None and not preset.uses_base_url:
-            raise ValidationFailed(
-                f"model {data.llm_id} runs in process and takes no API key", field="llm_id"
-            )
+            raise invalid("llm_id", f"model {data.llm_id} runs in process and takes no API key")
         plain = _plain_key(data.api_key)
         key = ApiKey(
             user_id=actor.id,
@@ -347,13 +340,9 @@ class ApiKeyService:
 
     async def update(self, key_id: int, data: ApiKeyUpdate) -> ApiKey:
         key = await self.get(key_id)
+        reject_nulls(data.model_dump(exclude_unset=True), _NULLABLE_KEY_FIELDS)
         changes = data.model_dump(exclude_unset=True, exclude={"api_key"})
-        for name in ("alias", "status"):
-            if name in changes and changes[name] is None:
-                raise ValidationFailed(f"{name} cannot be empty", field=name)
-        if "api_key" in data.model_fields_set:
-            if data.api_key is None:
-                raise ValidationFailed("api_key cannot be empty", field="api_key")
+        if data.api_key is not None:
             plain = _plain_key(data.api_key)
             key.api_key_encrypted = self.box.encrypt(plain)
             key.key_mask = mask_secret(plain)

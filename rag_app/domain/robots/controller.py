@@ -4,10 +4,11 @@ from typing import Annotated
 
 from litestar import Controller, delete, get, patch, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from rag_app.api.pagination import Page, PageParams
+from rag_app.api.params import IdPath, id_query
 from rag_app.db.models import User
 from rag_app.domain.robots.schemas import RobotCreate, RobotRead, RobotUpdate
 from rag_app.domain.robots.service import RobotService
@@ -41,7 +42,7 @@ class RobotController(Controller):
         page_params: NamedDependency[PageParams],
         search: Annotated[str | None, QueryParameter(description="Part of the name")] = None,
         user_id: Annotated[
-            int | None, QueryParameter(description="Only this owner's (useful to administrators)")
+            int | None, id_query("Only this owner's (useful to administrators)")
         ] = None,
     ) -> Page[RobotRead]:
         return await robots.list(current_user, page_params, search=search, user_id=user_id)
@@ -49,7 +50,7 @@ class RobotController(Controller):
     @get("/{robot_id:int}", summary="One robot")
     async def get_robot(
         self,
-        robot_id: FromPath[int],
+        robot_id: IdPath,
         robots: NamedDependency[RobotService],
         current_user: NamedDependency[User],
     ) -> RobotRead:
@@ -58,7 +59,7 @@ class RobotController(Controller):
     @patch("/{robot_id:int}", summary="Change a robot; knowledge_ids replaces the bound set")
     async def update_robot(
         self,
-        robot_id: FromPath[int],
+        robot_id: IdPath,
         data: JSONBody[RobotUpdate],
         robots: NamedDependency[RobotService],
         current_user: NamedDependency[User],
@@ -68,7 +69,7 @@ class RobotController(Controller):
     @delete("/{robot_id:int}", summary="Delete a robot with its sessions and chat history")
     async def delete_robot(
         self,
-        robot_id: FromPath[int],
+        robot_id: IdPath,
         robots: NamedDependency[RobotService],
         current_user: NamedDependency[User],
     ) -> None:

@@ -3,16 +3,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    model_validator,
-)
+from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
-from rag_app.domain.common import InputSchema, ReadSchema
+from rag_app.api.params import Id
+from rag_app.domain.common import InputSchema, Name, ReadSchema, Status
 
 RetrievalMode = Literal["vector", "keyword", "hybrid"]
 Fusion = Literal["rrf", "weighted"]
@@ -24,10 +18,8 @@ CandidateK = Annotated[
 ]
 
 
-class RetrievalConfig(BaseModel):
+class RetrievalConfig(InputSchema):
     """How a robot retrieves; stored as JSON in rag_robot.retrieval_config."""
-
-    model_config = ConfigDict(extra="forbid")
 
     mode: RetrievalMode = "hybrid"
     fusion: Fusion = "rrf"
@@ -61,9 +53,8 @@ def _no_duplicates(ids: list[int]) -> list[int]:
     return ids
 
 
-RobotName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 KnowledgeIds = Annotated[
-    list[Annotated[int, Field(ge=1)]],
+    list[Id],
     Field(max_length=50, description="Knowledge bases to answer from (yours)"),
     AfterValidator(_no_duplicates),
 ]
@@ -77,13 +68,13 @@ MaxTokens = Annotated[int, Field(ge=1, le=32768, description="Answer length limi
 
 
 class RobotCreate(InputSchema):
-    name: RobotName
+    name: Name
     description: str | None = Field(default=None, max_length=500)
     avatar: str | None = Field(default=None, max_length=255)
-    chat_llm_id: int | None = Field(
+    chat_llm_id: Id | None = Field(
         default=None, description="An enabled chat model; none: retrieval-only answers"
     )
-    rerank_llm_id: int | None = Field(default=None, description="An enabled rerank model")
+    rerank_llm_id: Id | None = Field(default=None, description="An enabled rerank model")
     enable_rerank: bool = Field(default=False, description="Needs rerank_llm_id")
     knowledge_ids: KnowledgeIds = Field(default_factory=list)
     system_prompt: SystemPrompt | None = None
@@ -96,7 +87,7 @@ class RobotCreate(InputSchema):
     is_public: bool = Field(
         default=False, description="Every signed-in user may chat with it; only you change it"
     )
-    status: Literal[0, 1] = Field(default=1, description="1 enabled, 0 disabled")
+    status: Status = Field(default=1, description="1 enabled, 0 disabled")
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
 
 
@@ -104,11 +95,11 @@ class RobotUpdate(InputSchema):
     """Only the fields sent change; the result is checked as a whole. knowledge_ids replaces the
     bound set; retrieval changes only the keys it names."""
 
-    name: RobotName | None = None
+    name: Name | None = None
     description: str | None = Field(default=None, max_length=500)
     avatar: str | None = Field(default=None, max_length=255)
-    chat_llm_id: int | None = None
-    rerank_llm_id: int | None = None
+    chat_llm_id: Id | None = None
+    rerank_llm_id: Id | None = None
     enable_rerank: bool | None = None
     knowledge_ids: KnowledgeIds | None = None
     system_prompt: SystemPrompt | None = None
@@ -119,7 +110,7 @@ class RobotUpdate(InputSchema):
     temperature: Temperature | None = None
     max_tokens: MaxTokens | None = None
     is_public: bool | None = None
-    status: Literal[0, 1] | None = None
+    status: Status | None = None
     retrieval: RetrievalUpdate | None = None
 
 

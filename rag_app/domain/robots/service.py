@@ -14,10 +14,17 @@ from rag_app.api.pagination import Page, PageParams
 from rag_app.db.models import Knowledge, Robot, RobotKnowledge, User
 from rag_app.db.models.llm import ModelType
 from rag_app.db.types import utcnow
-from rag_app.domain.common import ensure_owner, paginate
-from rag_app.domain.knowledge.service import like_pattern, reject_nulls, require_model
+from rag_app.domain.common import (
+    ENABLED,
+    ensure_owner,
+    invalid,
+    owned_listing,
+    paginate,
+    reject_nulls,
+)
+from rag_app.domain.models.service import require_model
 from rag_app.domain.robots.schemas import RetrievalConfig, RobotCreate, RobotRead, RobotUpdate
-from rag_app.errors import NotFound, ValidationFailed
+from rag_app.errors import NotFound
 
 # Module level: inside RobotService, "list" is the method of that name.
 IdList = list[int]
@@ -38,15 +45,13 @@ def _to_read(robot: Robot, knowledge_ids: list[int]) -> RobotRead:
 
 
 def _merge_retrieval(stored: dict[str, Any] | None, patch: dict[str, Any]) -> RetrievalConfig:
-    for key, value in patch.items():
-        if value is None:
-            raise ValidationFailed(f"retrieval.{key} cannot be null", field=f"retrieval.{key}")
+    reject_nulls({f"retrieval.{key}": value for key, value in patch.items()}, nullable=())
     try:
         return RetrievalConfig.model_validate({**(stored or {}), **patch})
     except ValidationError as exc:
         error = exc.errors()[0]
         field = ".".join(["retrieval", *(str(part) for part in error["loc"])])
-        raise ValidationFailed(f"{field}: {error['msg']}", field=field) from None
+        raise invalid(field, error["msg"]) from None
 
 
 class RobotService:
@@ -70,15 +75,22 @@ class RobotService:
     async def get(self, user: User, robot_id: int) -> Robot:
         """The robot if the user owns it or is an admin; NotFound otherwise (for changes)."""
         robot = await self.session.get(Robot, robot_id)
-        ensure_owner(robot, user, f"robot {robot_id}")
-        assert robot is not None  # ensure_owner raised otherwise
-        return robot
+        return ensure_owner(robot, user, f"robot {robot_id}")
 
-    async def get_usable(self, robot_id: int, user: User) -> Robot:
-        """The robot if the user may chat with it: owner, admin, or a public enabled robot."""
+    async def get_usable(self, user: User, robot_id: int, *, enabled_only: bool = False) -> Robot:
+        """The robot if the user may chat with it: its owner or an administrator, or anyone if
+        it is public and enabled. ``enabled_only`` refuses a disabled robot to its owner and
+        administrators too (new chat sessions). Every refusal reads like a missing robot, so
+        private robots' ids are not revealed."""
         robot = await self.session.get(Robot, robot_id)
-        if robot is None or not (
-            robot.user_id == user.id or user.is_admin or (robot.is_public and robot.status == 1)
+        if (
+            robot is None
+            or (enabled_only and robot.status != ENABLED)
+            or not (
+                robot.user_id == user.id
+                or user.is_admin
+                or (robot.is_public and robot.status == ENABLED)
+            )
         ):
             raise NotFound(f"robot {robot_id} not found")
         return robot
@@ -106,14 +118,7 @@ class RobotService:
         search: str | None = None,
         user_id: int | None = None,
     ) -> Page[RobotRead]:
-        """Newest first. Users see their own; admins see everyone's, or one user's by user_id."""
-        statement = select(Robot).order_by(col(Robot.id).desc())
-        if not user.is_admin:
-            statement = statement.where(col(Robot.user_id) == user.id)
-        if user_id is not None:
-            statement = statement.where(col(Robot.user_id) == user_id)
-        if search:
-            statement = statement.where(col(Robot.name).like(like_pattern(search), escape="\\"))
+        statement = owned_listing(Robot, user, owner_id=user_id, search=search)
         page = await paginate(self.session, statement, params, lambda robot: _to_read(robot, []))
         links = await self._links_for(item.id for item in page.items)
         for item in page.items:
@@ -162,10 +167,9 @@ class RobotService:
                 self.session, values["rerank_llm_id"], ModelType.rerank, "rerank_llm_id"
             )
         if values["enable_rerank"] and values["rerank_llm_id"] is None:
-            raise ValidationFailed(
-                "rerank_llm_id: enable_rerank needs a rerank model; set rerank_llm_id "
-                "or turn enable_rerank off",
-                field="rerank_llm_id",
+            raise invalid(
+                "rerank_llm_id",
+                "enable_rerank needs a rerank model; set rerank_llm_id or turn enable_rerank off",
             )
         if retrieval.candidate_k < values["top_k"]:
             field = (
@@ -173,10 +177,10 @@ class RobotService:
                 if "top_k" in changed and "retrieval.candidate_k" not in changed
                 else "retrieval.candidate_k"
             )
-            raise ValidationFailed(
-                f"{field}: retrieval.candidate_k ({retrieval.candidate_k}) must be at least "
+            raise invalid(
+                field,
+                f"retrieval.candidate_k ({retrieval.candidate_k}) must be at least "
                 f"top_k ({values['top_k']})",
-                field=field,
             )
 
     async def _check_knowledge(
@@ -199,9 +203,7 @@ class RobotService:
         if refused:
             # Someone else's knowledge base reads as missing, like everywhere else.
             listed = ", ".join(str(kid) for kid in refused)
-            raise ValidationFailed(
-                f"knowledge_ids: knowledge base(s) {listed} not found", field="knowledge_ids"
-            )
+            raise invalid("knowledge_ids", f"knowledge base(s) {listed} not found")
 
     async def _replace_links(self, robot_id: int, knowledge_ids: IdList) -> None:
         # Only the difference: deleting and re-inserting a kept link would trip uk_robot_kb.

@@ -3,8 +3,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
+from rag_app.api.params import Id
 from rag_app.domain.common import InputSchema, ReadSchema
 
 # "deleted" is reached through DELETE only, so a PATCH can never hide or resurrect a session.
@@ -12,11 +13,13 @@ EditableStatus = Literal["active", "archived"]
 
 
 class SessionCreate(InputSchema):
-    robot_id: int = Field(ge=1, description="A robot you own, or a public one")
+    robot_id: Id = Field(description="A robot you own, or a public one")
     title: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class SessionUpdate(InputSchema):
+    """Only the fields sent change; only the title may be cleared with null."""
+
     title: str | None = Field(
         default=None, min_length=1, max_length=200, description="null clears the title"
     )
@@ -24,15 +27,6 @@ class SessionUpdate(InputSchema):
     status: EditableStatus | None = Field(
         default=None, description="'archived' hides the session from the default list"
     )
-
-    # These columns are NOT NULL: an explicit null would otherwise reach the database and
-    # surface as a 500; leaving the field out is how a client says "no change".
-    @field_validator("is_pinned", "status")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        if value is None:
-            raise ValueError("may be left out, but not null")
-        return value
 
 
 class SessionRead(ReadSchema):

@@ -13,9 +13,10 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from rag_app.api.pagination import Page, PageParams
-from rag_app.db.models import ChatHistory, ChatSession, Robot, User
+from rag_app.db.models import ChatHistory, ChatSession, User
 from rag_app.db.models.session import SessionStatus
-from rag_app.domain.common import paginate
+from rag_app.domain.common import paginate, reject_nulls
+from rag_app.domain.robots.service import RobotService
 from rag_app.domain.sessions.schemas import (
     EditableStatus,
     MessageRead,
@@ -25,23 +26,7 @@ from rag_app.domain.sessions.schemas import (
 )
 from rag_app.errors import NotFound
 
-ROBOT_ENABLED = 1
-
-
-async def get_usable_robot(session: AsyncSession, robot_id: int, user: User) -> Robot:
-    """The robot if ``user`` may chat with it: enabled, and owned, public, or the user is an admin.
-
-    Every refusal reads like a missing robot so that private robots' ids are not revealed.
-    (The robots service grows an equivalent ``get_usable``; the two can be merged.)
-    """
-    robot = await session.get(Robot, robot_id)
-    if (
-        robot is None
-        or robot.status != ROBOT_ENABLED
-        or not (robot.user_id == user.id or robot.is_public or user.is_admin)
-    ):
-        raise NotFound(f"robot {robot_id} not found")
-    return robot
+_NULLABLE = frozenset({"title"})
 
 
 def new_session_id() -> str:
@@ -53,7 +38,8 @@ class SessionService:
         self.session = session
 
     async def create(self, user: User, data: SessionCreate) -> ChatSession:
-        await get_usable_robot(self.session, data.robot_id, user)
+        # A disabled robot takes no new sessions, not even from its owner.
+        await RobotService(self.session).get_usable(user, data.robot_id, enabled_only=True)
         chat = ChatSession(
             session_id=new_session_id(),
             # A signed-in user is always a stored row, so its id is set.
@@ -65,7 +51,7 @@ class SessionService:
         await self.session.commit()
         return chat
 
-    async def get_owned(self, session_id: str, user: User) -> ChatSession:
+    async def get(self, user: User, session_id: str) -> ChatSession:
         """The caller's own, not deleted, session; anything else is 404 (admins included)."""
         statement = select(ChatSession).where(
             col(ChatSession.session_id) == session_id,
@@ -98,24 +84,26 @@ class SessionService:
             statement = statement.where(col(ChatSession.robot_id) == robot_id)
         return await paginate(self.session, statement, params, SessionRead.model_validate)
 
-    async def update(self, session_id: str, user: User, data: SessionUpdate) -> ChatSession:
-        chat = await self.get_owned(session_id, user)
-        for field, value in data.model_dump(exclude_unset=True).items():
+    async def update(self, user: User, session_id: str, data: SessionUpdate) -> ChatSession:
+        chat = await self.get(user, session_id)
+        changes = data.model_dump(exclude_unset=True)
+        reject_nulls(changes, _NULLABLE)
+        for field, value in changes.items():
             setattr(chat, field, value)
         self.session.add(chat)
         await self.session.commit()
         return chat
 
-    async def delete(self, session_id: str, user: User) -> None:
+    async def delete(self, user: User, session_id: str) -> None:
         """Soft delete: the session disappears for its owner, its messages stay for audits and
         usage statistics."""
-        chat = await self.get_owned(session_id, user)
+        chat = await self.get(user, session_id)
         chat.status = SessionStatus.deleted
         self.session.add(chat)
         await self.session.commit()
 
-    async def messages(self, session_id: str, user: User, params: PageParams) -> Page[MessageRead]:
-        chat = await self.get_owned(session_id, user)
+    async def messages(self, user: User, session_id: str, params: PageParams) -> Page[MessageRead]:
+        chat = await self.get(user, session_id)
         statement = (
             select(ChatHistory)
             .where(col(ChatHistory.session_id) == chat.session_id)

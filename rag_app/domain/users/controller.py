@@ -4,10 +4,11 @@ from typing import Annotated, Literal
 
 from litestar import Controller, delete, get, patch, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
 from rag_app.api.pagination import Page, PageParams
+from rag_app.api.params import IdPath
 from rag_app.api.security import admin_only
 from rag_app.db.models import User
 from rag_app.domain.auth.controller import provide_user_service
@@ -35,16 +36,14 @@ class UsersController(Controller):
     ) -> Page[UserRead]:
         return await users.list(page_params, search=search, role=role)
 
-    @get("/{user_id:int}")
-    async def get_user(
-        self, user_id: FromPath[int], users: NamedDependency[UserService]
-    ) -> UserRead:
+    @get("/{user_id:int}", summary="One user")
+    async def get_user(self, user_id: IdPath, users: NamedDependency[UserService]) -> UserRead:
         return UserRead.model_validate(await users.get(user_id))
 
     @patch("/{user_id:int}", summary="Change e-mail, role or status (0 disables the account)")
     async def update_user(
         self,
-        user_id: FromPath[int],
+        user_id: IdPath,
         data: JSONBody[UserUpdate],
         users: NamedDependency[UserService],
         current_user: NamedDependency[User],
@@ -54,7 +53,7 @@ class UsersController(Controller):
     @delete("/{user_id:int}", summary="Delete a user and everything the user owns")
     async def delete_user(
         self,
-        user_id: FromPath[int],
+        user_id: IdPath,
         users: NamedDependency[UserService],
         current_user: NamedDependency[User],
     ) -> None:
@@ -66,6 +65,6 @@ class UsersController(Controller):
         summary="Set a random temporary password, returned once",
     )
     async def reset_password(
-        self, user_id: FromPath[int], users: NamedDependency[UserService]
+        self, user_id: IdPath, users: NamedDependency[UserService]
     ) -> PasswordResetRead:
         return await users.reset_password(user_id)

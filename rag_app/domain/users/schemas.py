@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, EmailStr, Field, StringConstraints
 
-from rag_app.domain.common import InputSchema, ReadSchema
+from rag_app.domain.common import InputSchema, ReadSchema, Status
 
 _USERNAME = re.compile(r"^[\w.\-]+$")  # \w includes CJK characters: Chinese user names are fine
 
@@ -38,7 +38,7 @@ class UserCreate(UserRegister):
 class UserUpdate(InputSchema):
     email: EmailStr | None = None
     role: Literal["admin", "user"] | None = None
-    status: Literal[0, 1] | None = Field(default=None, description="1 enabled, 0 disabled")
+    status: Status | None = Field(default=None, description="1 enabled, 0 disabled")
     avatar_url: str | None = Field(default=None, max_length=255)
 
 

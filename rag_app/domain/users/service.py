@@ -13,7 +13,7 @@ from rag_app.crypto import PasswordService
 from rag_app.db.models import User
 from rag_app.db.models.user import UserRole
 from rag_app.db.types import utcnow
-from rag_app.domain.common import paginate
+from rag_app.domain.common import contains, paginate, reject_nulls
 from rag_app.domain.users.schemas import (
     PasswordResetRead,
     UserCreate,
@@ -25,6 +25,7 @@ from rag_app.errors import AuthenticationFailed, Conflict, NotFound, PermissionD
 
 # The same message whatever was wrong, so sign-in does not reveal which user names exist.
 _BAD_CREDENTIALS = "wrong user name or password"
+_NULLABLE = frozenset({"avatar_url"})
 
 
 class UserService:
@@ -79,9 +80,8 @@ class UserService:
     ) -> Page[UserRead]:
         statement = select(User).order_by(col(User.id))
         if search:
-            pattern = f"%{search}%"
             statement = statement.where(
-                or_(col(User.username).like(pattern), col(User.email).like(pattern))
+                or_(contains(col(User.username), search), contains(col(User.email), search))
             )
         if role:
             statement = statement.where(User.role == role)
@@ -90,17 +90,16 @@ class UserService:
     async def update(self, actor: User, user_id: int, data: UserUpdate) -> User:
         user = await self.get(user_id)
         changes = data.model_dump(exclude_unset=True)
+        reject_nulls(changes, _NULLABLE)
         if user.id == actor.id and (
             changes.get("role") == UserRole.user or changes.get("status") == 0
         ):
             raise Conflict("you cannot demote or disable your own account")
-        if "email" in changes and changes["email"] is not None:
+        if "email" in changes:
             changes["email"] = str(changes["email"]).lower()
             if changes["email"] != user.email:
                 await self._ensure_unique(None, changes["email"])
         for field, value in changes.items():
-            if value is None and field in ("email", "role", "status"):
-                continue
             setattr(user, field, value)
         self.session.add(user)
         await self.session.commit()
