@@ -27,6 +27,7 @@ from rag_app.db.models import ChatHistory, ChatSession, Knowledge, Llm, Robot
 from rag_app.domain.users.schemas import UserCreate
 from rag_app.domain.users.service import UserService
 from rag_app.settings import Settings
+from tests.s3_server import s3_server  # noqa: F401  (fixture, shared by every module)
 
 MYSQL_URL = os.environ.get("RAG_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
 PASSWORD = "correct horse battery"
