@@ -28,7 +28,7 @@ from rag_app.storage import (
     build_object_store,
 )
 from rag_app.storage.s3 import DEFAULT_PART_SIZE
-from tests.s3_server import S3Server, s3_server  # noqa: F401
+from tests.s3_server import S3Server
 
 # One worker gets all of these, so an xdist run starts one S3 server for them, not one per worker.
 pytestmark = pytest.mark.xdist_group("storage")
@@ -387,7 +387,7 @@ async def test_check_on_an_unusable_local_folder(tmp_path: Path) -> None:
         await store.check()
 
 
-async def test_s3_creates_a_missing_bucket(s3_server: S3Server) -> None:  # noqa: F811
+async def test_s3_creates_a_missing_bucket(s3_server: S3Server) -> None:
     bucket = f"fresh-{uuid.uuid4().hex[:8]}"
     store = S3ObjectStore(s3_server.endpoint, s3_server.access_key, s3_server.secret_key, bucket)
     assert not s3_server.client().bucket_exists(bucket)
@@ -400,7 +400,7 @@ async def test_s3_creates_a_missing_bucket(s3_server: S3Server) -> None:  # noqa
 
 
 @pytest.mark.parametrize("wrong", ["secret", "access"])
-async def test_s3_wrong_credentials(s3_server: S3Server, wrong: str) -> None:  # noqa: F811
+async def test_s3_wrong_credentials(s3_server: S3Server, wrong: str) -> None:
     access_key = s3_server.access_key if wrong == "secret" else "no-such-access-key"
     secret_key = f"wrong-secret-{uuid.uuid4().hex}"
     store = S3ObjectStore(s3_server.endpoint, access_key, secret_key, BUCKET)
@@ -526,7 +526,7 @@ def test_factory_rejects_malformed_s3_settings(
 
 async def test_factory_builds_a_working_s3_store(
     tmp_path: Path,
-    s3_server: S3Server,  # noqa: F811
+    s3_server: S3Server,
 ) -> None:
     store = build_object_store(
         _settings(
@@ -549,7 +549,7 @@ def test_default_part_size_is_valid_for_s3() -> None:
     assert 5 * MiB <= DEFAULT_PART_SIZE <= 5 * 1024 * MiB
 
 
-def test_s3_server_started_quickly(s3_server: S3Server) -> None:  # noqa: F811
+def test_s3_server_started_quickly(s3_server: S3Server) -> None:
     # The figure is in the report of a -v run; the bound catches a regression to minutes.
     print(f"S3 server started in {s3_server.startup_seconds:.2f} s")
     assert s3_server.startup_seconds < 30
