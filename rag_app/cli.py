@@ -12,7 +12,7 @@ from rag_app.errors import RagAppError
 from rag_app.settings import Settings
 
 
-def _settings() -> Settings:
+def cli_settings() -> Settings:
     try:
         settings = Settings()
     except Exception as exc:  # a broken config file or variable: say which, without a traceback
@@ -44,7 +44,7 @@ def serve(host: str | None, port: int | None) -> None:
 
     from rag_app.api.app import DOCS_PATH, create_app
 
-    settings = _settings()
+    settings = cli_settings()
     host = host or settings.server.host
     port = port or settings.server.port
     try:
@@ -64,7 +64,7 @@ def migrate(revision: str, check: bool) -> None:
     """Apply the database migrations (or check them with --check)."""
     from sqlalchemy.exc import DBAPIError
 
-    settings = _settings()
+    settings = cli_settings()
     try:
         _migrate(settings.database_url, revision, check)
     except DBAPIError as exc:
@@ -87,6 +87,34 @@ def _migrate(url: str, revision: str, check: bool) -> None:
         return
     migrations.upgrade(url, revision)
     click.echo(f"database migrated to {migrations.current_revision(url)}")
+
+
+@main.command()
+@click.option(
+    "--concurrency", default=None, type=int, help="Documents at once (default: jobs.workers)."
+)
+def worker(concurrency: int | None) -> None:
+    """Process queued documents (needs redis.url; run as many as you like)."""
+    settings = cli_settings()
+    if not settings.redis.url:
+        raise click.ClickException(
+            "set RAG_REDIS__URL: workers take their jobs from Redis. Without Redis the API "
+            "server processes documents itself."
+        )
+    asyncio.run(_run_worker(settings, concurrency or settings.jobs.workers))
+
+
+async def _run_worker(settings: Settings, concurrency: int) -> None:
+    from rag_app.context import AppContext
+    from rag_app.jobs.worker import build_worker
+
+    ctx = AppContext.create(settings)
+    try:
+        await asyncio.to_thread(ctx.migrate)
+        await ctx.start_jobs()
+        await build_worker(ctx, concurrency).start()
+    finally:
+        await ctx.close()
 
 
 @main.group()
@@ -114,7 +142,7 @@ def user_create(username: str, email: str, password: str, is_admin: bool) -> Non
         raise click.ClickException(problems) from exc
     from sqlalchemy.exc import DBAPIError
 
-    settings = _settings()
+    settings = cli_settings()
     try:
         created = asyncio.run(_create_user(settings, data))
     except DBAPIError as exc:
@@ -130,13 +158,21 @@ async def _create_user(settings: Settings, data: Any) -> dict[str, Any]:
     try:
         await asyncio.to_thread(ctx.migrate)
         async with ctx.sessionmaker() as session:
-            created = await UserService(session, ctx.passwords).create(data)
+            created = await UserService(session, ctx).create(data)
             return {"id": created.id, "username": created.username, "role": created.role}
     except RagAppError as exc:
         raise click.ClickException(exc.detail) from exc
     finally:
         await ctx.close()
 
+
+def _register_groups() -> None:
+    from rag_app.cli_kb import kb
+
+    main.add_command(kb)
+
+
+_register_groups()
 
 if __name__ == "__main__":
     sys.exit(main())

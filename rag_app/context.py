@@ -6,7 +6,7 @@ see the same configuration and the same database the same way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -14,8 +14,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from rag_app.crypto import PasswordService, SecretBox
 from rag_app.db import migrate
 from rag_app.db.engine import create_db_engine, create_sessionmaker
+from rag_app.indexing.registry import IndexRegistry
+from rag_app.indexing.specs import store_settings
+from rag_app.jobs.base import JobQueue
 from rag_app.secrets import AppSecrets, resolve_secrets
 from rag_app.settings import Settings
+from rag_app.storage.base import ObjectStore
+from rag_app.storage.factory import build_object_store
 
 
 @dataclass
@@ -26,6 +31,10 @@ class AppContext:
     sessionmaker: async_sessionmaker[AsyncSession]
     secret_box: SecretBox
     passwords: PasswordService
+    object_store: ObjectStore
+    index_registry: IndexRegistry
+    # Set by start_jobs(): the queue needs a running event loop (and Redis, when configured).
+    _job_queue: JobQueue | None = field(default=None, repr=False)
 
     @classmethod
     def create(cls, settings: Settings) -> AppContext:
@@ -46,11 +55,31 @@ class AppContext:
                 time_cost=settings.security.argon2_time_cost,
                 memory_kib=settings.security.argon2_memory_kib,
             ),
+            object_store=build_object_store(settings),
+            index_registry=IndexRegistry(store_settings(settings)),
         )
 
     def migrate(self) -> None:
         """Bring the schema to the newest migration (blocking: call from a thread in async code)."""
         migrate.upgrade(self.settings.database_url)
 
+    @property
+    def job_queue(self) -> JobQueue:
+        if self._job_queue is None:
+            raise RuntimeError("jobs are not started: call AppContext.start_jobs() first")
+        return self._job_queue
+
+    async def start_jobs(self) -> None:
+        """Start the ingestion queue: in process, or SAQ on Redis when redis.url is set."""
+        from rag_app.jobs.queue import build_job_queue
+
+        if self._job_queue is None:
+            queue = build_job_queue(self)
+            await queue.start()
+            self._job_queue = queue
+
     async def close(self) -> None:
+        if self._job_queue is not None:
+            await self._job_queue.stop()
+            self._job_queue = None
         await self.engine.dispose()

@@ -46,6 +46,16 @@ class Conflict(RagAppError):
     title = "Conflict"
 
 
+class PayloadTooLarge(RagAppError):
+    status_code = 413
+    title = "Too large"
+
+
+class UnsupportedMediaType(RagAppError):
+    status_code = 415
+    title = "Unsupported file type"
+
+
 class RateLimited(RagAppError):
     status_code = 429
     title = "Too many requests"

@@ -213,6 +213,11 @@ class Settings(BaseSettings):
         return self.data_dir / "indexes"
 
     @property
+    def tmp_dir(self) -> Path:
+        """Uploads being received, before they pass their checks."""
+        return self.data_dir / "tmp"
+
+    @property
     def files_dir(self) -> Path:
         """Uploaded originals when storage.backend is local."""
         return self.data_dir / "files"
@@ -221,6 +226,7 @@ class Settings(BaseSettings):
         """Create the directories the app writes to (idempotent)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.index_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
 
     @property
     def uses_default_secrets(self) -> bool:

@@ -27,6 +27,7 @@ from rag_app.db.models import ChatHistory, ChatSession, Knowledge, Llm, Robot
 from rag_app.domain.users.schemas import UserCreate
 from rag_app.domain.users.service import UserService
 from rag_app.settings import Settings
+from tests.openai_server import forbid_global_settings, openai_server  # noqa: F401  (fixtures)
 from tests.s3_server import s3_server  # noqa: F401  (fixture, shared by every module)
 
 MYSQL_URL = os.environ.get("RAG_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
@@ -78,6 +79,13 @@ class MysqlServer:
         name = url.rsplit("/", 1)[-1]
         with self._connect() as conn, conn.cursor() as cursor:
             cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@pytest.fixture(autouse=True)
+def _no_global_llama_settings(request: pytest.FixtureRequest) -> None:
+    """DESIGN §6: llm= and embed_model= are passed explicitly; any use of LlamaIndex's global
+    Settings fails the test (see tests/openai_server.py)."""
+    request.getfixturevalue("forbid_global_settings")
 
 
 @pytest.fixture(scope="session")
@@ -294,7 +302,7 @@ class Api:
     async def admin(self) -> SignedIn:
         name = f"admin_{uuid.uuid4().hex[:8]}"
         async with self.db() as session:
-            await UserService(session, self.ctx.passwords).create(
+            await UserService(session, self.ctx).create(
                 UserCreate(
                     username=name, email=f"{name}@example.com", password=PASSWORD, role="admin"
                 )

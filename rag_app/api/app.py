@@ -19,6 +19,7 @@ from rag_app.api.problems import EXCEPTION_HANDLERS
 from rag_app.api.security import build_jwt_auth
 from rag_app.context import AppContext
 from rag_app.domain.auth.controller import AuthController
+from rag_app.domain.documents.controller import DocumentController
 from rag_app.domain.knowledge.controller import KnowledgeController
 from rag_app.domain.models.controller import ApiKeyController, LlmController
 from rag_app.domain.robots.controller import RobotController
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         if settings.database.auto_migrate:
             await anyio.to_thread.run_sync(ctx.migrate)
+        await ctx.start_jobs()
         try:
             yield
         finally:
@@ -52,6 +54,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
             LlmController,
             ApiKeyController,
             KnowledgeController,
+            DocumentController,
             RobotController,
             SessionController,
         ],

@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from rag_app.api.problems import problem_response
 from rag_app.context import AppContext
+from rag_app.errors import RagAppError
 
 
 class HealthController(Controller):
@@ -45,6 +46,11 @@ async def check_backends(ctx: AppContext) -> dict[str, str | None]:
         results["database"] = f"not reachable ({type(exc).__name__})"
     if ctx.settings.redis.url:
         results["redis"] = await _check_redis(ctx.settings.redis.url)
+    try:
+        await ctx.object_store.check()
+        results["object_store"] = None
+    except RagAppError as exc:
+        results["object_store"] = exc.detail
     return results
 
 

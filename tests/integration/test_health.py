@@ -44,14 +44,14 @@ async def test_liveness_and_readiness(api: Api, backend: str) -> None:
     assert (await api.client.get("/health")).json() == {"status": "ok"}
     response = await api.client.get("/health/ready")
     assert response.status_code == 200, response.text
-    assert response.json()["checks"] == {"database": "ok"}
+    assert response.json()["checks"] == {"database": "ok", "object_store": "ok"}
 
 
 async def test_ready_checks_redis(tmp_path: Path, redis_url: str) -> None:
     async for client in _client_for(tmp_path, redis={"url": redis_url}):
         response = await client.get("/health/ready")
         assert response.status_code == 200, response.text
-        assert response.json()["checks"] == {"database": "ok", "redis": "ok"}
+        assert response.json()["checks"] == {"database": "ok", "redis": "ok", "object_store": "ok"}
 
 
 async def test_ready_names_the_backend_that_is_down(tmp_path: Path) -> None:
@@ -60,3 +60,17 @@ async def test_ready_names_the_backend_that_is_down(tmp_path: Path) -> None:
         body = assert_problem(await client.get("/health/ready"), 503, "redis")
         assert body["checks"]["database"] == "ok"
         assert "not reachable" in body["checks"]["redis"]
+
+
+async def test_ready_names_an_unreachable_object_store(tmp_path: Path) -> None:
+    storage = {
+        "backend": "s3",
+        "s3_endpoint": f"127.0.0.1:{_free_port()}",
+        "s3_access_key": "access",
+        "s3_secret_key": "secret-value",
+    }
+    async for client in _client_for(tmp_path, storage=storage):
+        response = await client.get("/health/ready")
+        body = assert_problem(response, 503, "object_store", "not reachable")
+        assert "secret-value" not in response.text
+        assert body["checks"]["database"] == "ok"

@@ -23,7 +23,7 @@ from rag_app.errors import AuthenticationFailed, PermissionDenied
 def provide_user_service(
     db_session: NamedDependency[AsyncSession], ctx: NamedDependency[AppContext]
 ) -> UserService:
-    return UserService(db_session, ctx.passwords)
+    return UserService(db_session, ctx)
 
 
 class AuthController(Controller):

@@ -9,13 +9,16 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from rag_app.api.pagination import Page, PageParams
 from rag_app.api.params import IdPath, id_query
+from rag_app.context import AppContext
 from rag_app.db.models import User
 from rag_app.domain.knowledge.schemas import KnowledgeCreate, KnowledgeRead, KnowledgeUpdate
 from rag_app.domain.knowledge.service import KnowledgeService
 
 
-def provide_knowledge_service(db_session: NamedDependency[AsyncSession]) -> KnowledgeService:
-    return KnowledgeService(db_session)
+def provide_knowledge_service(
+    db_session: NamedDependency[AsyncSession], ctx: NamedDependency[AppContext]
+) -> KnowledgeService:
+    return KnowledgeService(db_session, ctx)
 
 
 class KnowledgeController(Controller):

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import secrets
+from typing import TYPE_CHECKING
 
 from sqlalchemy import or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from rag_app.api.pagination import Page, PageParams
-from rag_app.crypto import PasswordService
-from rag_app.db.models import User
+from rag_app.db.models import Knowledge, User
 from rag_app.db.models.user import UserRole
 from rag_app.db.types import utcnow
 from rag_app.domain.common import contains, paginate, reject_nulls
+from rag_app.domain.knowledge.service import KnowledgeService
 from rag_app.domain.users.schemas import (
     PasswordResetRead,
     UserCreate,
@@ -23,15 +24,19 @@ from rag_app.domain.users.schemas import (
 )
 from rag_app.errors import AuthenticationFailed, Conflict, NotFound, PermissionDenied
 
+if TYPE_CHECKING:
+    from rag_app.context import AppContext
+
 # The same message whatever was wrong, so sign-in does not reveal which user names exist.
 _BAD_CREDENTIALS = "wrong user name or password"
 _NULLABLE = frozenset({"avatar_url"})
 
 
 class UserService:
-    def __init__(self, session: AsyncSession, passwords: PasswordService) -> None:
+    def __init__(self, session: AsyncSession, ctx: AppContext) -> None:
         self.session = session
-        self.passwords = passwords
+        self.ctx = ctx
+        self.passwords = ctx.passwords
 
     async def register(self, data: UserRegister) -> User:
         return await self.create(UserCreate(**data.model_dump(), role="user"))
@@ -112,6 +117,14 @@ class UserService:
         user = await self.get(user_id)
         if user.id == actor.id:
             raise Conflict("you cannot delete your own account")
+        # The database cascade removes the rows; the indexes and stored originals of the
+        # user's knowledge bases are removed first, one knowledge base at a time.
+        knowledge_bases = KnowledgeService(self.session, self.ctx)
+        owned = await self.session.exec(
+            select(Knowledge.id).where(col(Knowledge.user_id) == user.id)
+        )
+        for knowledge_id in owned.all():
+            await knowledge_bases.delete(actor, knowledge_id or 0)
         await self.session.delete(user)
         await self.session.commit()
 

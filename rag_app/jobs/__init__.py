@@ -1,0 +1,2 @@
+"""Background jobs: document ingestion, run in process (embedded default) or by `rag-app worker`
+processes fed by a Redis-backed SAQ queue (production)."""

@@ -1,0 +1,17 @@
+"""The queue protocol, kept free of heavy imports so the app context can name it."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class JobQueue(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def enqueue(self, document_id: int) -> None: ...
+
+    async def check(self) -> None:
+        """Raise BackendUnavailable when jobs cannot be queued now."""
+        ...
