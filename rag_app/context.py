@@ -14,7 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from rag_app.crypto import PasswordService, SecretBox
 from rag_app.db import migrate
 from rag_app.db.engine import create_db_engine, create_sessionmaker
-from rag_app.indexing.registry import IndexRegistry
+from rag_app.indexing.registry import EmbeddingRegistry, IndexRegistry
 from rag_app.indexing.specs import store_settings
 from rag_app.jobs.base import JobQueue
 from rag_app.secrets import AppSecrets, resolve_secrets
@@ -33,6 +33,7 @@ class AppContext:
     passwords: PasswordService
     object_store: ObjectStore
     index_registry: IndexRegistry
+    embeddings: EmbeddingRegistry
     # Set by start_jobs(): the queue needs a running event loop (and Redis, when configured).
     _job_queue: JobQueue | None = field(default=None, repr=False)
 
@@ -57,6 +58,7 @@ class AppContext:
             ),
             object_store=build_object_store(settings),
             index_registry=IndexRegistry(store_settings(settings)),
+            embeddings=EmbeddingRegistry(),
         )
 
     def migrate(self) -> None:

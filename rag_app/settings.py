@@ -130,7 +130,9 @@ class IndexSettings(BaseModel):
 
 class JobSettings(BaseModel):
     workers: int = Field(
-        default=1,
+        # Several documents in flight let their chunks share embedding batches and overlap
+        # store writes with model work: 4 measured best on 2 cores (docs/benchmarks.md).
+        default=4,
         ge=1,
         description="Documents processed at once by the in-process worker (embedded default) "
         "or by each `rag-app worker`.",
@@ -140,6 +142,14 @@ class JobSettings(BaseModel):
         ge=30,
         description="A document whose job has not reported progress for this long is "
         "considered abandoned (worker killed) and becomes retryable.",
+    )
+    queue_name: str = Field(
+        default="rag_app_ingest",
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Name of the Redis (SAQ) job queue. The API servers and workers of one "
+        "deployment must use the same name; deployments sharing one Redis use different ones.",
     )
 
 

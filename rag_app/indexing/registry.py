@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import threading
 
+from indexes.batching import BatchingEmbedding
 from indexes.knowledge_index import KnowledgeIndex
-from indexes.specs import KnowledgeSpec, StoreSettings
+from indexes.models import Tokenizer, build_embedding, build_tokenizer
+from indexes.specs import KnowledgeSpec, ModelSpec, StoreSettings
 
 
 class IndexRegistry:
@@ -34,3 +36,23 @@ class IndexRegistry:
     def forget(self, knowledge_id: int) -> None:
         with self._lock:
             self._open.pop(knowledge_id, None)
+
+
+class EmbeddingRegistry:
+    """One batching embedding model (and token counter) per distinct model spec per process,
+    so that concurrent ingestion jobs share full batches (see indexes.batching)."""
+
+    def __init__(self) -> None:
+        self._models: dict[str, tuple[BatchingEmbedding, Tokenizer]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, spec: ModelSpec) -> tuple[BatchingEmbedding, Tokenizer]:
+        """The shared model and tokenizer (blocking on first use: loads or connects)."""
+        # The key holds the API key in memory only (it selects the client that uses it).
+        key = spec.model_dump_json(exclude={"dimension", "max_tokens"})
+        with self._lock:
+            cached = self._models.get(key)
+            if cached is None:
+                cached = (BatchingEmbedding(build_embedding(spec)), build_tokenizer(spec))
+                self._models[key] = cached
+            return cached

@@ -95,7 +95,6 @@ class IngestionJob:
                 await self._recount(loaded.document.knowledge_id)
 
     async def _process(self, loaded: _Loaded, tracker: ProgressTracker) -> int:
-        from indexes.models import build_embedding, build_tokenizer
         from indexes.pipeline import embed_document
         from indexes.readers import read_document
 
@@ -108,8 +107,7 @@ class IngestionJob:
         tracker.stage(DocumentStatus.splitting)
 
         def embed() -> list[BaseNode]:
-            embed_model = build_embedding(spec.embedding)
-            tokenizer = build_tokenizer(spec.embedding)
+            embed_model, tokenizer = self.ctx.embeddings.get(spec.embedding)
             return list(
                 embed_document(
                     spec,
