@@ -70,3 +70,44 @@ class KnowledgeSpec(BaseModel):
     chunk_size: int = Field(default=500, ge=16, le=8192, description="Max tokens per chunk")
     chunk_overlap: int = Field(default=50, ge=0)
     keyword_backend: KeywordBackend = "bm25"
+
+
+RetrievalMode = Literal["vector", "keyword", "hybrid"]
+FusionMode = Literal["rrf", "weighted"]
+
+
+class RetrievalSpec(BaseModel):
+    """How a robot (or a retrieval test) searches its knowledge bases."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mode: RetrievalMode = "hybrid"
+    fusion: FusionMode = "rrf"
+    vector_weight: float = Field(default=0.5, ge=0, le=1)
+    keyword_weight: float = Field(default=0.5, ge=0, le=1)
+    rrf_k: int = Field(default=60, ge=1)
+    candidate_k: int = Field(default=20, ge=1, description="Candidates per leg and per base")
+    top_k: int = Field(default=5, ge=1, description="Chunks returned after fusion and rerank")
+    similarity_threshold: float = Field(
+        default=0.0,
+        description="Minimum of a comparable score: the rerank score when reranking, else the "
+        "vector cosine similarity; never applied to RRF scores",
+    )
+
+
+class RobotSpec(BaseModel):
+    """A robot: what it searches, how, and which models answer."""
+
+    model_config = ConfigDict(frozen=True)
+
+    robot_id: int | None = None
+    name: str = "assistant"
+    knowledge: tuple[KnowledgeSpec, ...] = ()
+    retrieval: RetrievalSpec = RetrievalSpec()
+    chat_model: ModelSpec | None = Field(
+        default=None, description="None: retrieval-only answers (cited passages, no LLM)"
+    )
+    rerank_model: ModelSpec | None = None
+    system_prompt: str | None = None
+    temperature: float = Field(default=0.7, ge=0, le=2)
+    max_tokens: int = Field(default=2000, ge=1)
