@@ -69,7 +69,7 @@ def test_mysql_tables_are_utf8mb4_innodb(make_db_url: Any) -> None:
             ).all()
     finally:
         engine.dispose()
-    assert len(rows) == 9
+    assert len(rows) == 11
     for name, engine_name, collation in rows:
         assert engine_name == "InnoDB", name
         assert collation.startswith("utf8mb4"), (name, collation)

@@ -5,7 +5,9 @@ from rag_app.db.models.chat_history import ChatHistory
 from rag_app.db.models.document import Document
 from rag_app.db.models.knowledge import Knowledge
 from rag_app.db.models.llm import Llm
+from rag_app.db.models.recall_test import RecallTest
 from rag_app.db.models.robot import Robot, RobotKnowledge
+from rag_app.db.models.robot_token import RobotToken
 from rag_app.db.models.session import ChatSession
 from rag_app.db.models.user import User
 
@@ -16,7 +18,9 @@ __all__ = [
     "Document",
     "Knowledge",
     "Llm",
+    "RecallTest",
     "Robot",
     "RobotKnowledge",
+    "RobotToken",
     "User",
 ]
