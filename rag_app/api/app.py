@@ -22,7 +22,7 @@ from rag_app.domain.auth.controller import AuthController
 from rag_app.domain.documents.controller import DocumentController
 from rag_app.domain.knowledge.controller import KnowledgeController
 from rag_app.domain.models.controller import ApiKeyController, LlmController
-from rag_app.domain.robots.controller import RobotController
+from rag_app.domain.robots.controller import RobotController, RobotTokenController
 from rag_app.domain.sessions.controller import SessionController
 from rag_app.domain.users.controller import UsersController
 from rag_app.settings import Settings
@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
             KnowledgeController,
             DocumentController,
             RobotController,
+            RobotTokenController,
             SessionController,
         ],
     )
