@@ -19,9 +19,11 @@ from rag_app.api.problems import EXCEPTION_HANDLERS
 from rag_app.api.security import build_jwt_auth
 from rag_app.context import AppContext
 from rag_app.domain.auth.controller import AuthController
+from rag_app.domain.chat.controller import ChatController
 from rag_app.domain.documents.controller import DocumentController
 from rag_app.domain.knowledge.controller import KnowledgeController
 from rag_app.domain.models.controller import ApiKeyController, LlmController
+from rag_app.domain.retrieval.controller import RetrievalTestController
 from rag_app.domain.robots.controller import RobotController, RobotTokenController
 from rag_app.domain.sessions.controller import SessionController
 from rag_app.domain.users.controller import UsersController
@@ -57,7 +59,9 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
             DocumentController,
             RobotController,
             RobotTokenController,
+            RetrievalTestController,
             SessionController,
+            ChatController,
         ],
     )
     cors = (

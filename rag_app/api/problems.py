@@ -14,7 +14,14 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from rag_app.errors import BackendUnavailable, Conflict, RagAppError
+from indexes.errors import IndexesError, ModelError, StoreError
+from rag_app.errors import (
+    BackendUnavailable,
+    Conflict,
+    RagAppError,
+    UpstreamError,
+    ValidationFailed,
+)
 
 logger = logging.getLogger("rag_app.api")
 
@@ -73,6 +80,17 @@ def handle_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Re
     return problem_response(status, title.get(status, "Request error"), detail)
 
 
+def handle_indexes_error(request: Request[Any, Any, Any], exc: IndexesError) -> Response[Any]:
+    """Errors of the retrieval layer: their messages are written for people (indexes.errors)."""
+    if isinstance(exc, StoreError):
+        error: RagAppError = BackendUnavailable(str(exc))
+    elif isinstance(exc, ModelError):
+        error = UpstreamError(str(exc))
+    else:
+        error = ValidationFailed(str(exc))
+    return handle_app_error(request, error)
+
+
 def handle_integrity_error(request: Request[Any, Any, Any], exc: IntegrityError) -> Response[Any]:
     # Services check rules first; this is the backstop for a race between two requests.
     logger.info("integrity error on %s %s: %s", request.method, request.url.path, exc.orig)
@@ -98,6 +116,7 @@ def handle_unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> 
 
 EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
     RagAppError: handle_app_error,
+    IndexesError: handle_indexes_error,
     ValidationException: handle_validation_error,
     HTTPException: handle_http_error,
     IntegrityError: handle_integrity_error,
