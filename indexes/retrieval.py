@@ -23,8 +23,8 @@ Threshold rule (``RetrievalSpec.similarity_threshold``): it applies to a score c
 across queries, never to a fused (RRF or weighted) score, and it removes chunks without
 rescoring the rest:
 
-- with a reranker: the best ``candidate_k`` fused chunks are reranked, and chunks whose
-  ``rerank_score`` is below the threshold are dropped, whatever the mode;
+- with a reranker: the best ``candidate_k`` (or ``top_k``, if more) fused chunks are reranked,
+  and chunks whose ``rerank_score`` is below the threshold are dropped, whatever the mode;
 - without a reranker, vector and hybrid modes: chunks whose ``similarity`` (cosine between the
   query and the chunk's stored embedding) is below the threshold are dropped. Every chunk has
   one: a vector hit's is its vector score; for a chunk only the keyword leg found, it is
@@ -38,6 +38,9 @@ rescoring the rest:
 
 ``RetrievedChunk.score`` is the score the results are ordered by: the rerank score when
 reranked, else the fused score in hybrid mode, else the leg's own score (cosine or BM25).
+``RetrievalResult.candidates`` keeps every fused candidate, including those the threshold, the
+reranker or ``top_k`` left out. Timings are in milliseconds; ``keyword`` includes reading the
+keyword hits' stored nodes and embeddings back from Milvus.
 """
 
 from __future__ import annotations
@@ -297,7 +300,7 @@ class RobotRetriever(BaseRetriever):
         threshold = spec.similarity_threshold
         if self.reranker is not None:
             with _timed(timings, "rerank"):
-                chunks = self._rerank(query, chunks[:depth], top_k)
+                chunks = _rerank(self.reranker, query, chunks[:depth], top_k)
             chunks = [c for c in chunks if (c.rerank_score or 0.0) >= threshold]
             result.threshold_on = "rerank"
         elif mode != "keyword":
@@ -380,32 +383,33 @@ class RobotRetriever(BaseRetriever):
             if chunk.vector_score is None:
                 chunk.score = chunk.keyword_score
 
-    def _rerank(self, query: str, pool: list[RetrievedChunk], top_k: int) -> list[RetrievedChunk]:
-        if not pool:
-            return []
-        reranker = self.reranker
-        assert reranker is not None
-        top_n = getattr(reranker, "top_n", None)
-        if isinstance(top_n, int) and top_n < top_k:
-            # A search may ask for more than the reranker was built to keep.
-            reranker = reranker.model_copy(update={"top_n": top_k})
-        by_identity = {id(chunk.node): chunk for chunk in pool}
-        by_id = {chunk.node_id: chunk for chunk in pool}
-        inputs = [NodeWithScore(node=chunk.node, score=chunk.score) for chunk in pool]
-        try:
-            ranked = reranker.postprocess_nodes(inputs, QueryBundle(query))
-        except IndexesError:
-            raise
-        except Exception as exc:
-            raise ModelError(f"Reranking failed: {type(exc).__name__}: {exc}") from exc
-        reranked: list[RetrievedChunk] = []
-        for item in ranked:
-            chunk = by_identity.get(id(item.node)) or by_id.get(item.node.node_id)
-            if chunk is not None and item.score is not None:
-                chunk.rerank_score = chunk.score = float(item.score)
-                reranked.append(chunk)
-        reranked.sort(key=lambda chunk: -chunk.score)
-        return reranked
+
+def _rerank(
+    reranker: BaseNodePostprocessor, query: str, pool: list[RetrievedChunk], top_k: int
+) -> list[RetrievedChunk]:
+    if not pool:
+        return []
+    top_n = getattr(reranker, "top_n", None)
+    if isinstance(top_n, int) and top_n < top_k:
+        # A search may ask for more than the reranker was built to keep.
+        reranker = reranker.model_copy(update={"top_n": top_k})
+    by_identity = {id(chunk.node): chunk for chunk in pool}
+    by_id = {chunk.node_id: chunk for chunk in pool}
+    inputs = [NodeWithScore(node=chunk.node, score=chunk.score) for chunk in pool]
+    try:
+        ranked = reranker.postprocess_nodes(inputs, QueryBundle(query))
+    except IndexesError:
+        raise
+    except Exception as exc:  # a third-party postprocessor: one error type for callers
+        raise ModelError(f"Reranking failed: {type(exc).__name__}: {exc}") from exc
+    reranked: list[RetrievedChunk] = []
+    for item in ranked:
+        chunk = by_identity.get(id(item.node)) or by_id.get(item.node.node_id)
+        if chunk is not None and item.score is not None:
+            chunk.rerank_score = chunk.score = float(item.score)
+            reranked.append(chunk)
+    reranked.sort(key=lambda chunk: -chunk.score)
+    return reranked
 
 
 def _fuse(
