@@ -72,7 +72,7 @@ def _local_model_dir(spec: ModelSpec) -> Path:
     return folder.resolve()
 
 
-def _force_offline() -> None:
+def force_offline() -> None:
     """Make the Hugging Face libraries fail rather than download anything."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -87,7 +87,7 @@ def _load_local(folder: Path) -> HuggingFaceEmbedding:
     with _local_lock:
         model = _local_models.get(folder)
         if model is None:
-            _force_offline()
+            force_offline()
             from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
             try:

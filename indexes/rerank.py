@@ -29,7 +29,7 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from indexes.errors import IndexesError, ModelError
-from indexes.models import _force_offline
+from indexes.models import force_offline
 from indexes.providers import get_provider
 from indexes.specs import ModelSpec
 
@@ -226,7 +226,7 @@ def _load_local(spec: ModelSpec, top_n: int) -> BaseNodePostprocessor:
     with _local_lock:
         reranker = _local_rerankers.get(folder)
         if reranker is None:
-            _force_offline()
+            force_offline()
             try:
                 # trust_remote_code=False: a model folder must not run code of its own.
                 reranker = _local_reranker_class()(

@@ -76,7 +76,12 @@ async def retriever_for(
     from indexes.rerank import build_reranker
 
     sources = await anyio.to_thread.run_sync(_sources, ctx, knowledge)
-    reranker = build_reranker(rerank_model, retrieval.top_k) if rerank_model else None
+    # A local cross-encoder loads for seconds the first time: off the event loop.
+    reranker = (
+        await anyio.to_thread.run_sync(build_reranker, rerank_model, retrieval.top_k)
+        if rerank_model
+        else None
+    )
     return build_retriever(retrieval, sources, reranker=reranker)
 
 
