@@ -167,9 +167,13 @@ async def _create_user(settings: Settings, data: Any) -> dict[str, Any]:
 
 
 def _register_groups() -> None:
+    from rag_app.cli_chat import chat
+    from rag_app.cli_eval import eval_command
     from rag_app.cli_kb import kb
 
     main.add_command(kb)
+    main.add_command(eval_command)
+    main.add_command(chat)
 
 
 _register_groups()

@@ -153,6 +153,25 @@ class JobSettings(BaseModel):
     )
 
 
+class ModelCallSettings(BaseModel):
+    """How the app calls remote chat models when it answers (POST /chat)."""
+
+    request_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=600,
+        description="Seconds to wait for each response of a chat model (the first byte of a "
+        "streamed answer, then each chunk) before the call counts as failed and is retried.",
+    )
+    max_retries: int = Field(
+        default=3,
+        ge=0,
+        le=10,
+        description="Retries of a failed chat-model call (HTTP 429, 5xx, timeouts, dropped "
+        "connections; a rejected key is not retried) before the answer ends with an error.",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RAG_",
@@ -164,7 +183,7 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "test", "production"] = Field(
         default="development",
-        description="production refuses default secrets and hides API docs details.",
+        description="development, test or production; production refuses the default secrets.",
     )
     config: str | None = Field(
         default=None,
@@ -185,6 +204,7 @@ class Settings(BaseSettings):
     uploads: UploadSettings = Field(default_factory=UploadSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+    models: ModelCallSettings = Field(default_factory=ModelCallSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -23,6 +23,9 @@ from rag_app.domain.chat.controller import ChatController
 from rag_app.domain.documents.controller import DocumentController
 from rag_app.domain.knowledge.controller import KnowledgeController
 from rag_app.domain.models.controller import ApiKeyController, LlmController
+from rag_app.domain.openai_compat.controller import build_openai_router
+from rag_app.domain.recall.controller import RUNNER_STATE_KEY, RecallTestController
+from rag_app.domain.recall.runner import RecallRunner
 from rag_app.domain.retrieval.controller import RetrievalTestController
 from rag_app.domain.robots.controller import RobotController, RobotTokenController
 from rag_app.domain.sessions.controller import SessionController
@@ -37,6 +40,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     settings = settings or (ctx.settings if ctx else Settings())
     logging.basicConfig(level=settings.log_level)
     ctx = ctx or AppContext.create(settings)
+    recall_runner = RecallRunner(ctx)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
@@ -46,6 +50,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         try:
             yield
         finally:
+            await recall_runner.stop()
             await ctx.close()
 
     api = Router(
@@ -60,6 +65,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
             RobotController,
             RobotTokenController,
             RetrievalTestController,
+            RecallTestController,
             SessionController,
             ChatController,
         ],
@@ -70,13 +76,13 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         else None
     )
     return Litestar(
-        route_handlers=[HealthController, api],
+        route_handlers=[HealthController, api, build_openai_router()],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         on_app_init=[build_jwt_auth(ctx).on_app_init],
         lifespan=[lifespan],
         cors_config=cors,
-        state=State({"ctx": ctx}),
+        state=State({"ctx": ctx, RUNNER_STATE_KEY: recall_runner}),
         openapi_config=OpenAPIConfig(
             title="rag_app",
             version="0.1.0",

@@ -19,6 +19,9 @@ PUBLIC_PATHS = [
     "/api/v1/auth/login",
     "/api/v1/auth/register",
     "/api/v1/auth/refresh",
+    # The OpenAI-compatible endpoint takes robot tokens, checked by its own guard. Anchored:
+    # Litestar searches the whole path, and an unanchored "/v1/" would open /api/v1 too.
+    "^/v1/",
 ]
 
 

@@ -19,9 +19,10 @@ from rag_app.db.models import ChatHistory, User
 from rag_app.db.models.chat_history import MessageRole
 from rag_app.domain.chat.schemas import ChatReply, ChatRequest, FeedbackRequest
 from rag_app.domain.chat.service import ChatEvent, ChatService, PreparedTurn
+from rag_app.domain.common import invalid
 from rag_app.domain.sessions.schemas import MessageRead
 from rag_app.domain.sessions.service import SessionService
-from rag_app.errors import NotFound, UpstreamError, ValidationFailed
+from rag_app.errors import NotFound, UpstreamError
 
 
 async def _events(ctx: AppContext, prepared: PreparedTurn) -> AsyncIterator[ChatEvent]:
@@ -88,7 +89,11 @@ class ChatController(Controller):
         except NotFound as exc:
             raise NotFound(f"message {message_id} not found") from exc
         if turn.role != MessageRole.assistant:
-            raise ValidationFailed("feedback applies to answers, not questions", field="message_id")
+            # "field: message" like every 422 (rag_app.domain.common.invalid): the detail names
+            # the field too, not only errors[].field.
+            raise invalid(
+                "message_id", f"message {message_id} is a question; feedback applies to answers"
+            )
         turn.feedback = data.feedback
         turn.feedback_comment = data.comment
         db_session.add(turn)

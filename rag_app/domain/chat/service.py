@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any, Literal
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
@@ -15,13 +16,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from indexes.chat import build_chat_engine, build_robot_llm, turn_info
 from indexes.errors import IndexesError
 from indexes.retrieval import RetrievalResult, RetrievedChunk, RobotRetriever
-from rag_app.db.models import ChatSession, Robot, User
+from rag_app.db.models import ChatHistory, ChatSession, Robot, User
 from rag_app.db.models.chat_history import MessageRole as TurnRole
 from rag_app.domain.chat.history import TurnStats, append_turn, new_message_id, recent_turns
+from rag_app.domain.common import invalid
 from rag_app.domain.robots.service import RobotService
 from rag_app.domain.sessions.schemas import SessionCreate
 from rag_app.domain.sessions.service import SessionService
-from rag_app.errors import RagAppError, ValidationFailed
+from rag_app.errors import RagAppError
 from rag_app.indexing.robots import retriever_for, robot_spec
 
 if TYPE_CHECKING:
@@ -70,6 +72,19 @@ def context_item(number: int, chunk: RetrievedChunk) -> dict[str, Any]:
     }
 
 
+def answered(turns: list[ChatHistory]) -> list[ChatHistory]:
+    """The question-and-answer pairs among ``turns``. A question whose answer failed (stored,
+    with no answer after it) or is still being written by a concurrent request is left out:
+    sent on, it would put two user messages in a row, which chat templates that require
+    alternating roles (vLLM, llama.cpp) reject, so one failure would break every later turn
+    of the session, and a retried question would reach the model twice."""
+    pairs: list[ChatHistory] = []
+    for question, reply in pairwise(turns):
+        if question.role == TurnRole.user and reply.role == TurnRole.assistant:
+            pairs += [question, reply]
+    return pairs
+
+
 @dataclass
 class PreparedTurn:
     robot: Robot
@@ -96,16 +111,18 @@ class ChatService:
         else:
             chat = await sessions.get(user, session_id)
             if chat.robot_id != robot_id:
-                raise ValidationFailed(
+                # Worded "field: message" like every other 422 (rag_app.domain.common.invalid),
+                # so the detail itself names session_id, not only errors[].field.
+                raise invalid(
+                    "session_id",
                     f"session {session_id} belongs to robot {chat.robot_id}, not {robot_id}",
-                    field="session_id",
                 )
         history = [
             ChatMessage(
                 role=MessageRole.USER if turn.role == TurnRole.user else MessageRole.ASSISTANT,
                 content=turn.content,
             )
-            for turn in await recent_turns(self.session, chat.session_id, HISTORY_TURNS)
+            for turn in answered(await recent_turns(self.session, chat.session_id, HISTORY_TURNS))
         ]
         turn = await append_turn(self.session, chat.session_id, TurnRole.user, message)
         return PreparedTurn(robot, chat, message, turn.message_id, history, session_id is None)
@@ -128,15 +145,21 @@ class ChatService:
             spec = await robot_spec(self.ctx, self.session, prepared.robot)
             base = await retriever_for(self.ctx, spec.retrieval, spec.knowledge, spec.rerank_model)
             retriever = RecordingRetriever(base.retrieval, base.sources, base.reranker)
-            engine = build_chat_engine(
-                spec, retriever, llm=build_robot_llm(spec), history=prepared.history
+            calls = self.ctx.settings.models
+            llm = build_robot_llm(
+                spec, timeout=calls.request_timeout_seconds, max_retries=calls.max_retries
             )
+            engine = build_chat_engine(spec, retriever, llm=llm, history=prepared.history)
             response = await engine.astream_chat(prepared.message)
             contexts = self._contexts(response.source_nodes, retriever.last)
             yield ChatEvent("context", {"items": contexts})
             first_token_at: float | None = None
             parts: list[str] = []
             async for delta in response.async_response_gen():
+                if not delta:
+                    # LlamaIndex queues an empty delta to wake the reader when the model call
+                    # fails: no text, so no event (a client would see an answer begin).
+                    continue
                 if first_token_at is None:
                     first_token_at = time.perf_counter()
                 parts.append(delta)

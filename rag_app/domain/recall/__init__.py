@@ -1,0 +1,1 @@
+"""Batch recall tests (DESIGN §5): expected documents per query, scored with ranx."""
