@@ -89,7 +89,14 @@ class BatchingEmbedding(BaseEmbedding):
                     break
                 pending.append(request)
                 count += len(request[0])
-            self._embed(pending)
+            try:
+                self._embed(pending)
+            except BaseException as exc:  # never leave a caller waiting on a dead thread
+                for _, done in pending:
+                    if not done.done():
+                        done.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
 
     def _embed(self, pending: list[_Request]) -> None:
         texts = [text for request_texts, _ in pending for text in request_texts]
@@ -103,6 +110,8 @@ class BatchingEmbedding(BaseEmbedding):
             for request in pending:
                 self._embed([request])
             return
+        if len(vectors) != len(texts):
+            raise RuntimeError(f"the model returned {len(vectors)} vectors for {len(texts)} texts")
         start = 0
         for request_texts, done in pending:
             done.set_result(vectors[start : start + len(request_texts)])

@@ -11,9 +11,11 @@ timeouts, streaming and error handling run for real. Endpoints (matched by path 
 - GET .../models;
 - POST .../rerank (also ``/rerank``): Cohere style, scores from word overlap with the query.
 
-Faults per test: ``fail(status, times, path)`` answers the next matching requests with that status
-(429/500/401/...); ``hang(seconds, times, path)`` stalls them (client timeouts). Every request is
-recorded, with the key's value redacted but whether it matched kept.
+Faults per test: ``fail(status, times, path, after=n)`` answers the next matching requests with
+that status (429/500/401/...), optionally only once ``n`` of them went through (a failure in the
+middle of a batch of requests); ``hang(seconds, times, path)`` stalls them (client timeouts), or
+until ``release()``. Every request is recorded, with the key's value redacted but whether it
+matched kept.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class Fault:
     path: str | None = None  # only requests whose path ends with this
     hang: float = 0.0
     retry_after_ms: int | None = None
+    after: int = 0  # matching requests still to let through before the fault starts
 
     def matches(self, path: str) -> bool:
         return self.remaining > 0 and (self.path is None or path.endswith(self.path))
@@ -105,7 +108,7 @@ class OpenAIServer:
     requests: list[RecordedRequest] = field(default_factory=list)
     _faults: list[Fault] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _stopping: threading.Event = field(default_factory=threading.Event)
+    _release: threading.Event = field(default_factory=threading.Event)  # ends hangs
     _httpd: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
 
@@ -124,7 +127,7 @@ class OpenAIServer:
         self._thread.start()
 
     def stop(self) -> None:
-        self._stopping.set()  # releases hanging handlers
+        self._release.set()  # releases hanging handlers
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -143,17 +146,31 @@ class OpenAIServer:
     # --- faults and records ---------------------------------------------------------------------
 
     def fail(
-        self, status: int, times: int = 1, path: str | None = None, retry_after_ms: int | None = 1
+        self,
+        status: int,
+        times: int = 1,
+        path: str | None = None,
+        retry_after_ms: int | None = 1,
+        after: int = 0,
     ) -> None:
-        """Answer the next ``times`` requests (ending with ``path``) with ``status``.
-        ``retry_after_ms`` keeps the client's retry pause short (None: its own backoff)."""
+        """Answer the next ``times`` requests (ending with ``path``) with ``status``, once
+        ``after`` of them have been answered normally. ``retry_after_ms`` keeps the client's
+        retry pause short (None: its own backoff)."""
         with self._lock:
-            self._faults.append(Fault(status, times, path, retry_after_ms=retry_after_ms))
+            self._faults.append(
+                Fault(status, times, path, retry_after_ms=retry_after_ms, after=after)
+            )
 
     def hang(self, seconds: float, times: int = 1, path: str | None = None) -> None:
-        """Stall the next ``times`` requests for ``seconds`` before answering normally."""
+        """Stall the next ``times`` requests for ``seconds`` (or until ``release()``) before
+        answering normally."""
         with self._lock:
+            self._release.clear()
             self._faults.append(Fault(None, times, path, hang=seconds))
+
+    def release(self) -> None:
+        """Let stalled requests (and later ones that would stall) answer now."""
+        self._release.set()
 
     def reset(self) -> None:
         with self._lock:
@@ -168,6 +185,9 @@ class OpenAIServer:
         with self._lock:
             for fault in self._faults:
                 if fault.matches(path):
+                    if fault.after > 0:
+                        fault.after -= 1
+                        continue
                     fault.remaining -= 1
                     return fault
         return None
@@ -252,7 +272,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         fault = server._take_fault(parts.path)
         if fault is not None and fault.hang:
-            server._stopping.wait(fault.hang)
+            server._release.wait(fault.hang)
         if fault is not None and fault.status is not None:
             self._fail(record, fault.status, sent_key, fault.retry_after_ms)
             return

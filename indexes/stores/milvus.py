@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,18 @@ _COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 # a query iterator (which on Lite logs a harmless warning per call).
 _QUERY_WINDOW = 16_384
 _NODE_FIELDS = ["id", "doc_id", "position", TEXT_FIELD, "_node_content", "_node_type"]
+
+# Milvus Lite swaps out a collection's in-memory segment outside its own lock when it flushes:
+# two threads writing one collection at once can commit sequence numbers out of order, and the
+# later write fails ("current_seq is monotonic"), which failed documents ingested concurrently.
+# A Lite database belongs to one process, so a lock per collection here serialises its writers.
+_lite_write_locks: dict[tuple[str, str], threading.Lock] = {}
+_lite_write_locks_guard = threading.Lock()
+
+
+def _lite_write_lock(uri: str, collection_name: str) -> threading.Lock:
+    with _lite_write_locks_guard:
+        return _lite_write_locks.setdefault((uri, collection_name), threading.Lock())
 
 
 def document_filter(document_ids: Collection[int]) -> str:
@@ -93,6 +106,10 @@ class MilvusStore:
         self.full_text = full_text
         self.collection_name = vector_store.collection_name
         self.is_lite = uri.endswith(".db")
+        # A Milvus server orders concurrent writes itself.
+        self._writing: AbstractContextManager[object] = (
+            _lite_write_lock(uri, self.collection_name) if self.is_lite else nullcontext()
+        )
 
     @classmethod
     def open(
@@ -113,6 +130,7 @@ class MilvusStore:
                 "underscores, starting with a letter or underscore (at most 255)."
             )
         token = ""
+        options: dict[str, Any] = {}
         if stores.milvus_uri:
             uri, where = stores.milvus_uri, stores.milvus_uri
             if stores.milvus_token is not None:
@@ -120,6 +138,16 @@ class MilvusStore:
         else:
             path = stores.milvus_lite_path
             uri, where = str(path), f"Milvus Lite database {path}"
+            # pymilvus pings every 10 s even while idle; Milvus Lite's gRPC server counts idle
+            # pings as abuse and drops the connection ("Too many pings") after ~30 s idle, and a
+            # reconnect can then lose a race with the next call. A loopback server needs no
+            # keepalive: ping only during calls, and rarely.
+            options = {
+                "grpc_options": {
+                    "grpc.keepalive_time_ms": 300_000,
+                    "grpc.keepalive_permit_without_calls": False,
+                }
+            }
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -155,6 +183,7 @@ class MilvusStore:
                 batch_size=batch_size,
                 timeout=timeout,
                 **sparse,
+                **options,
             )
         except MilvusException as exc:
             if exc.code == Status.CONNECT_FAILED:
@@ -223,20 +252,20 @@ class MilvusStore:
                 raise StoreError(f"Chunk {node.node_id} has no embedding.")
         if not prepared:
             return
-        with self._translate("store chunks"):
+        with self._writing, self._translate("store chunks"):
             self.vector_store.add(prepared)
             self._flush()
 
     def delete_document(self, document_id: int, *, flush: bool = True) -> None:
         """``flush=False`` when chunks are written (and flushed) right after: a Lite flush
         costs ~17 ms, a third of replacing a 10-chunk document."""
-        with self._translate(f"delete the chunks of document {document_id}"):
+        with self._writing, self._translate(f"delete the chunks of document {document_id}"):
             self.client.delete(self.collection_name, filter=document_filter([document_id]))
             if flush:
                 self._flush()
 
     def drop(self) -> None:
-        with self._translate("drop the collection"):
+        with self._writing, self._translate("drop the collection"):
             if self.client.has_collection(self.collection_name):
                 self.client.drop_collection(self.collection_name)
 

@@ -42,10 +42,11 @@ async def purge_index(ctx: AppContext, session: AsyncSession, knowledge: Knowled
     """Remove the knowledge base's collection, keyword index and files (blocking work in a
     thread). Nothing to do when it was never created."""
     spec = await spec_for(ctx, session, knowledge)
-    await anyio.to_thread.run_sync(_drop, ctx, spec)
+    await anyio.to_thread.run_sync(drop_index_sync, ctx, spec)
 
 
-def _drop(ctx: AppContext, spec: KnowledgeSpec) -> None:
+def drop_index_sync(ctx: AppContext, spec: KnowledgeSpec) -> None:
+    """Drop the stores of ``spec``'s knowledge base and forget its open index (blocking)."""
     open_index_sync(ctx, spec).drop()
     ctx.index_registry.forget(spec.knowledge_id)
 

@@ -26,7 +26,7 @@ from rag_app.db.models.document import DocumentStatus
 from rag_app.db.types import utcnow
 from rag_app.domain.knowledge.service import KnowledgeService
 from rag_app.errors import RagAppError
-from rag_app.indexing.access import open_index_sync, spec_for
+from rag_app.indexing.access import drop_index_sync, open_index_sync, spec_for
 from rag_app.jobs.progress import ProgressTracker
 
 if TYPE_CHECKING:
@@ -217,10 +217,20 @@ class IngestionJob:
                 return  # the knowledge base is gone, and with it its index
         spec = loaded.spec
         try:
+            if not await self._knowledge_exists(spec.knowledge_id):
+                # The knowledge base was deleted while this run worked. Its deletion dropped the
+                # index first, and this run then opened it again to write (re-creating the
+                # collection and keyword files): drop it again, or nothing ever would.
+                await anyio.to_thread.run_sync(drop_index_sync, self.ctx, spec)
+                return
             index = await anyio.to_thread.run_sync(self._index, spec)
             await anyio.to_thread.run_sync(lambda: index.delete_document(document_id))
         except Exception:
             logger.exception("document %s: could not remove its chunks", document_id)
+
+    async def _knowledge_exists(self, knowledge_id: int) -> bool:
+        async with self.ctx.sessionmaker() as session:
+            return await session.get(Knowledge, knowledge_id) is not None
 
     async def _recount(self, knowledge_id: int) -> None:
         async with self.ctx.sessionmaker() as session:

@@ -83,7 +83,7 @@ class SaqQueue:
 
     def __init__(self, ctx: AppContext, redis_url: str) -> None:
         self.ctx = ctx
-        self.queue = build_saq_queue(redis_url)
+        self.queue = build_saq_queue(redis_url, ctx.settings.jobs.queue_name)
         self._connected = False
 
     async def start(self) -> None:
@@ -131,10 +131,12 @@ class SaqQueue:
         )
 
 
-def build_saq_queue(redis_url: str) -> Queue:
+def build_saq_queue(redis_url: str, name: str) -> Queue:
+    """``name`` (jobs.queue_name) keys everything SAQ keeps in Redis: API servers and workers
+    meet on it, and deployments (or test runs) sharing one Redis stay apart."""
     from saq import Queue
 
-    return Queue.from_url(redis_url, name="rag_app_ingest")
+    return Queue.from_url(redis_url, name=name)
 
 
 def build_job_queue(ctx: AppContext) -> InProcessQueue | SaqQueue:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import httpx
 import openai
@@ -97,6 +98,20 @@ def test_persistent_500_reaches_the_client(openai_server: OpenAIServer) -> None:
     assert len(openai_server.requests) == 2
 
 
+def test_fault_after_some_requests_went_through(openai_server: OpenAIServer) -> None:
+    openai_server.fail(500, times=2, path="/embeddings", after=2)
+    embeddings = client(openai_server, max_retries=0).embeddings
+    for _ in range(2):
+        embeddings.create(model="m", input="fine")
+    for _ in range(2):
+        with pytest.raises(openai.InternalServerError):
+            embeddings.create(model="m", input="broken")
+    embeddings.create(model="m", input="fine again")
+    assert client(openai_server).models.list().data  # other paths were never affected
+    statuses = [r.status for r in openai_server.requests_to("/embeddings")]
+    assert statuses == [200, 200, 500, 500, 200]
+
+
 def test_wrong_key_is_401(openai_server: OpenAIServer) -> None:
     with pytest.raises(openai.AuthenticationError):
         client(openai_server, api_key="wrong").models.list()
@@ -107,6 +122,22 @@ def test_hang_times_the_client_out(openai_server: OpenAIServer) -> None:
     openai_server.hang(5, path="/models")
     with pytest.raises(openai.APITimeoutError):
         client(openai_server, max_retries=0, timeout=0.3).models.list()
+
+
+def test_release_ends_a_hang(openai_server: OpenAIServer) -> None:
+    openai_server.hang(60, path="/models")
+    answered = threading.Event()
+
+    def call() -> None:
+        client(openai_server, max_retries=0, timeout=30).models.list()
+        answered.set()
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    assert not answered.wait(0.3)  # stalled
+    openai_server.release()
+    assert answered.wait(10)
+    caller.join()
 
 
 def test_models_and_rerank(openai_server: OpenAIServer) -> None:
