@@ -45,6 +45,7 @@ from llama_index.llms.openai_like import OpenAILike
 
 from indexes.errors import ModelError
 from indexes.models import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Tokenizer, ensure_tiktoken_offline
+from indexes.provider_errors import describe_failure
 from indexes.providers import get_provider
 from indexes.specs import ModelSpec
 
@@ -149,34 +150,10 @@ def translate_llm_error(
     if isinstance(exc, ModelError):
         return exc
     who = f"The {spec.provider} chat model '{spec.model_name}' at {_endpoint(spec)}"
-    tries = f"after {max_retries} retries" if max_retries is not None else "after its retries"
-    if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
-        within = f" within {timeout:g} s" if timeout is not None else " in time"
-        message = f"{who} did not answer{within}, {tries}."
-    elif isinstance(exc, openai.APIConnectionError | httpx.TransportError):
-        message = f"{who} could not be reached or dropped the connection, {tries}."
-    elif isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
-        message = (
-            f"{who} rejected the API key (HTTP {exc.status_code}): check the key registered "
-            "for this model."
-        )
-    elif isinstance(exc, openai.RateLimitError):
-        message = f"{who} is rate limiting requests (HTTP 429), still {tries}."
-    elif isinstance(exc, openai.APIStatusError) and exc.status_code >= 500:
-        message = f"{who} failed with HTTP {exc.status_code}, {tries}."
-    elif isinstance(exc, openai.NotFoundError):
-        message = f"{who} answered HTTP 404: check the model name and the base URL."
-    elif isinstance(exc, openai.APIStatusError):
-        detail = exc.body.get("message") if isinstance(exc.body, dict) else None
-        message = f"{who} refused the request (HTTP {exc.status_code}): {detail or exc.message}"
-    elif isinstance(exc, openai.APIError):  # an error event in the middle of a stream
-        message = f"{who} failed while answering: {exc.message}"
-    else:
-        message = f"{who} failed: {type(exc).__name__}."
-    key = spec.api_key.get_secret_value() if spec.api_key else ""
-    if key:
-        message = message.replace(key, "***")
-    return ModelError(message[:500])
+    key = spec.api_key.get_secret_value() if spec.api_key else None
+    return ModelError(
+        describe_failure(exc, who, timeout=timeout, max_retries=max_retries, secret=key)
+    )
 
 
 # --- the model ----------------------------------------------------------------------------------

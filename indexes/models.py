@@ -23,6 +23,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.embeddings.openai import OpenAIEmbedding
 
 from indexes.errors import ModelError
+from indexes.provider_errors import describe_failure
 from indexes.providers import get_provider
 from indexes.specs import PACKAGED_EMBEDDING, ModelSpec
 
@@ -171,31 +172,11 @@ class CompatibleEmbedding(OpenAIEmbedding):
 
     def _describe_failure(self, exc: openai.OpenAIError) -> str:
         who = f"The {self._provider} embedding API at {self.api_base} (model '{self.model_name}')"
-        tries = f"after {self.max_retries} retries"
-        if isinstance(exc, openai.APITimeoutError):
-            message = f"{who} did not answer within {self.timeout:g} s, {tries}."
-        elif isinstance(exc, openai.APIConnectionError):
-            message = f"{who} could not be reached, {tries}."
-        elif isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
-            message = (
-                f"{who} rejected the API key (HTTP {exc.status_code}): check the key "
-                "registered for this model."
-            )
-        elif isinstance(exc, openai.RateLimitError):
-            message = f"{who} is rate limiting requests (HTTP 429), still {tries}."
-        elif isinstance(exc, openai.APIStatusError) and exc.status_code >= 500:
-            message = f"{who} failed with HTTP {exc.status_code}, {tries}."
-        elif isinstance(exc, openai.NotFoundError):
-            message = f"{who} answered HTTP 404: check the model name and the base URL."
-        elif isinstance(exc, openai.APIStatusError):
-            detail = exc.body.get("message") if isinstance(exc.body, dict) else None
-            message = f"{who} refused the request (HTTP {exc.status_code}): {detail or exc}"
-        else:
-            message = f"{who} failed: {type(exc).__name__}."
         # Belt and braces: a server may echo the key in an error body.
-        if self.api_key and self.api_key != _NO_KEY:
-            message = message.replace(self.api_key, "***")
-        return message[:500]
+        secret = self.api_key if self.api_key and self.api_key != _NO_KEY else None
+        return describe_failure(
+            exc, who, timeout=self.timeout, max_retries=self.max_retries, secret=secret
+        )
 
     def _get_query_embedding(self, query: str) -> list[float]:
         with self._translated_errors():
