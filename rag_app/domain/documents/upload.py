@@ -25,9 +25,9 @@ from multipart import (
     PushMultipartParser,
 )
 
+from indexes.filetypes import HEAD_BYTES
 from rag_app.errors import PayloadTooLarge, ValidationFailed
 
-HEAD_BYTES = 8192
 FILES_FIELD = "files"
 
 
@@ -46,6 +46,10 @@ class ReceivedFile:
 
     def _take(self, handle: IO[bytes], chunk: bytes) -> None:
         handle.write(chunk)
+        self._count(chunk)
+
+    def _count(self, chunk: bytes) -> None:
+        """Hash, size and the head that file-type sniffing reads, as the bytes go by."""
         self._hash.update(chunk)
         if len(self.head) < HEAD_BYTES:
             self.head += chunk[: HEAD_BYTES - len(self.head)]
@@ -153,8 +157,5 @@ def received_from_path(path: Path) -> ReceivedFile:
     received = ReceivedFile(file_name=path.name, path=path, content_type=None)
     with path.open("rb") as source:
         while chunk := source.read(1024 * 1024):
-            received._hash.update(chunk)
-            if len(received.head) < HEAD_BYTES:
-                received.head += chunk[: HEAD_BYTES - len(received.head)]
-            received.size += len(chunk)
+            received._count(chunk)
     return received
