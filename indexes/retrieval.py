@@ -41,6 +41,9 @@ reranked, else the fused score in hybrid mode, else the leg's own score (cosine 
 ``RetrievalResult.candidates`` keeps every fused candidate, including those the threshold, the
 reranker or ``top_k`` left out. Timings are in milliseconds; ``keyword`` includes reading the
 keyword hits' stored nodes and embeddings back from Milvus.
+
+The fusion maths is in ``indexes.retrieval_fusion`` and the result types are in
+``indexes.retrieval_results``; the names in ``__all__`` are importable from here.
 """
 
 from __future__ import annotations
@@ -48,144 +51,47 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import numpy as np
 from llama_index.core.base.base_retriever import BaseRetriever
-from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
-from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle, TextNode
+from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle, TextNode
 from llama_index.core.vector_stores.types import VectorStoreQuery
 from llama_index.core.vector_stores.utils import metadata_dict_to_node
 
 from indexes.errors import IndexesError, ModelError, StoreError
-from indexes.knowledge_index import KnowledgeIndex
-from indexes.specs import KnowledgeSpec, RetrievalMode, RetrievalSpec
+from indexes.retrieval_fusion import min_max, rrf_scores, weighted_scores
+from indexes.retrieval_results import (
+    STAGES,
+    KnowledgeSource,
+    RetrievalResult,
+    RetrievedChunk,
+    ThresholdOn,
+)
+from indexes.specs import RetrievalMode, RetrievalSpec
 from indexes.stores.milvus import EMBEDDING_FIELD, TEXT_FIELD
+
+__all__ = [
+    "MODES",
+    "STAGES",
+    "KnowledgeSource",
+    "RetrievalResult",
+    "RetrievedChunk",
+    "RobotRetriever",
+    "ThresholdOn",
+    "build_retriever",
+    "min_max",
+    "rrf_scores",
+    "weighted_scores",
+]
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("embed", "vector", "keyword", "fusion", "rerank", "total")
 MODES: tuple[RetrievalMode, ...] = ("vector", "keyword", "hybrid")
-ThresholdOn = Literal["rerank", "similarity"]
-K = TypeVar("K", bound=Hashable)
 _NODE_FIELDS = ["_node_content", "_node_type", TEXT_FIELD]
-
-
-# --- fusion maths --------------------------------------------------------------------------------
-# QueryFusionRetriever's fusion methods are not used: they need an LLM (or read the global
-# Settings.llm) even with num_queries=1, fix RRF's k at 60, deduplicate by node hash (the same
-# chunk read from Milvus and from a keyword store hashes differently) and overwrite scores in
-# place, losing the per-leg ranks and scores this module reports.
-
-
-def rrf_scores(rankings: Sequence[Sequence[K]], k: int) -> dict[K, float]:
-    """Reciprocal rank fusion: ``sum of 1 / (k + rank)`` over the rankings holding a key, ranks
-    from 1 (Cormack et al. 2009, as Milvus and Elasticsearch; LlamaIndex counts from 0)."""
-    fused: dict[K, float] = {}
-    for ranking in rankings:
-        for rank, key in enumerate(ranking, start=1):
-            fused[key] = fused.get(key, 0.0) + 1.0 / (k + rank)
-    return fused
-
-
-def min_max(scores: Mapping[K, float]) -> dict[K, float]:
-    """Scores scaled to [0, 1], best 1 and worst 0; all equal: 1 if positive, else 0 (as
-    LlamaIndex's relative-score fusion)."""
-    if not scores:
-        return {}
-    low, high = min(scores.values()), max(scores.values())
-    if high == low:
-        return dict.fromkeys(scores, 1.0 if high > 0 else 0.0)
-    return {key: (value - low) / (high - low) for key, value in scores.items()}
-
-
-def weighted_scores(legs: Sequence[tuple[float, Mapping[K, float]]]) -> dict[K, float]:
-    """``sum of weight * min_max(leg)`` with the weights normalised to sum 1."""
-    total = sum(weight for weight, _ in legs)
-    if total <= 0:
-        raise IndexesError("Weighted fusion needs a positive weight for at least one leg.")
-    fused: dict[K, float] = {}
-    for weight, scores in legs:
-        for key, value in min_max(scores).items():
-            fused[key] = fused.get(key, 0.0) + weight / total * value
-    return fused
-
-
-# --- results -------------------------------------------------------------------------------------
-
-
-@dataclass
-class KnowledgeSource:
-    """A knowledge base to search: its spec, its stores and its own embedding model."""
-
-    spec: KnowledgeSpec
-    index: KnowledgeIndex
-    embed_model: BaseEmbedding
-
-
-@dataclass
-class RetrievedChunk:
-    """One chunk with every score it got; a score is None when its stage did not see the chunk
-    or did not run. Ranks are 1-based within the leg's hits of all bases."""
-
-    node: TextNode
-    knowledge_id: int
-    vector_rank: int | None = None
-    vector_score: float | None = None  # cosine similarity from the vector leg
-    keyword_rank: int | None = None
-    keyword_score: float | None = None  # raw BM25 (higher is better)
-    similarity: float | None = None  # cosine with the query, for every chunk outside keyword mode
-    fused_score: float | None = None
-    rerank_score: float | None = None
-    score: float = 0.0  # the final score, the one results are ordered by
-    node_id: str = field(init=False)
-    text: str = field(init=False)
-    document_id: int | None = field(init=False)
-    file_name: str | None = field(init=False)
-    page: int | None = field(init=False)
-    heading_path: str | None = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.set_node(self.node)
-
-    def set_node(self, node: TextNode) -> None:
-        metadata = node.metadata
-        self.node = node
-        self.node_id = node.node_id
-        self.text = node.get_content(metadata_mode=MetadataMode.NONE)
-        self.document_id = _as_int(metadata.get("document_id", node.ref_doc_id))
-        self.page = _as_int(metadata.get("page"))
-        self.file_name = _as_str(metadata.get("file_name"))
-        self.heading_path = _as_str(metadata.get("heading_path"))
-
-
-@dataclass
-class RetrievalResult:
-    chunks: list[RetrievedChunk]
-    timings_ms: dict[str, float]  # keys: STAGES; 0.0 for a stage that did not run
-    mode: RetrievalMode
-    threshold_on: ThresholdOn | None = None  # None: the threshold was not applied
-    # Every fused candidate, best first by fused (or leg) score, including those the threshold,
-    # the reranker or top_k left out: what a recall test shows to explain a missing chunk.
-    candidates: list[RetrievedChunk] = field(default_factory=list)
-
-    def to_nodes(self) -> list[NodeWithScore]:
-        return [NodeWithScore(node=chunk.node, score=chunk.score) for chunk in self.chunks]
-
-
-def _as_int(value: Any) -> int | None:
-    try:
-        return None if isinstance(value, bool) else int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _as_str(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 def _text_node(node: BaseNode) -> TextNode:
