@@ -35,3 +35,8 @@ lint: install-dev
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# `make compose-env`: create (or complete) .env with random secrets for docker-compose.yaml.
+.PHONY: compose-env
+compose-env:
+	sh docker/init-env.sh
