@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from rag_app.errors import RagAppError
 from rag_app.settings import Settings
+
+if TYPE_CHECKING:
+    from rag_app.bootstrap import BootstrapReport
 
 
 def cli_settings() -> Settings:
@@ -39,7 +42,9 @@ def main() -> None:
 @click.option("--host", default=None, help="Address to bind (default: server.host setting).")
 @click.option("--port", default=None, type=int, help="Port to bind (default: server.port).")
 def serve(host: str | None, port: int | None) -> None:
-    """Start the API server (applies migrations first when database.auto_migrate is on)."""
+    """Start the API server. First, apply the migrations (when database.auto_migrate is on)
+    and create what a new installation lacks: the first administrator (its generated password
+    is printed once), the packaged embedding model, a chat model from RAG_CHAT_*."""
     import uvicorn
 
     from rag_app.api.app import DOCS_PATH, create_app
@@ -47,14 +52,43 @@ def serve(host: str | None, port: int | None) -> None:
     settings = cli_settings()
     host = host or settings.server.host
     port = port or settings.server.port
+    click.echo(f"rag_app data directory: {settings.data_dir}")
+    for line in run_first_start(settings).lines():
+        click.echo(line)
+    # The schema is current now: the app's start-up need not run the migrations again.
+    database = settings.database.model_copy(update={"auto_migrate": False})
     try:
-        app = create_app(settings)
+        app = create_app(settings.model_copy(update={"database": database}))
     except RagAppError as exc:
         raise click.ClickException(exc.detail) from exc
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
-    click.echo(f"rag_app data directory: {settings.data_dir}")
     click.echo(f"API docs: http://{shown_host}:{port}{DOCS_PATH}")
     uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower())
+
+
+def run_first_start(settings: Settings) -> BootstrapReport:
+    """Migrations and rag_app.bootstrap, on a context of their own (its connections belong to
+    this short event loop, not to the server's)."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        return asyncio.run(_first_start(settings))
+    except DBAPIError as exc:
+        raise _database_problem(settings, exc) from exc
+    except RagAppError as exc:
+        raise click.ClickException(exc.detail) from exc
+
+
+async def _first_start(settings: Settings) -> BootstrapReport:
+    from rag_app.bootstrap import bootstrap, prepare_schema
+    from rag_app.context import AppContext
+
+    ctx = AppContext.create(settings)
+    try:
+        await prepare_schema(ctx)
+        return await bootstrap(ctx)
+    finally:
+        await ctx.close()
 
 
 @main.command()
@@ -168,12 +202,16 @@ async def _create_user(settings: Settings, data: Any) -> dict[str, Any]:
 
 def _register_groups() -> None:
     from rag_app.cli_chat import chat
+    from rag_app.cli_demo import demo
+    from rag_app.cli_doctor import doctor
     from rag_app.cli_eval import eval_command
     from rag_app.cli_kb import kb
 
     main.add_command(kb)
     main.add_command(eval_command)
     main.add_command(chat)
+    main.add_command(demo)
+    main.add_command(doctor)
 
 
 _register_groups()

@@ -196,6 +196,38 @@ class Settings(BaseSettings):
         "generated secrets.",
     )
     log_level: str = Field(default="INFO", description="Python logging level.")
+    # First run (rag_app.bootstrap): read at every start, acted on only while what they
+    # describe does not exist yet, so a later change of the account through the API stays.
+    admin_username: str = Field(
+        default="admin",
+        description="User name of the first administrator, created at start-up while no "
+        "administrator exists.",
+    )
+    admin_password: SecretStr | None = Field(
+        default=None,
+        description="Password of that first administrator (8 characters or more). Empty: a "
+        "random one is generated and printed once by `rag-app serve`.",
+    )
+    admin_email: str | None = Field(
+        default=None,
+        description="E-mail address of that first administrator. Empty: "
+        "<admin_username>@example.com.",
+    )
+    chat_base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible endpoint of a chat model registered at start-up (with "
+        "chat_model), e.g. https://api.deepseek.com/v1 or http://127.0.0.1:11434/v1.",
+    )
+    chat_model: str | None = Field(
+        default=None,
+        description="Model id at chat_base_url to register as a chat model at start-up, e.g. "
+        "deepseek-chat.",
+    )
+    chat_api_key: SecretStr | None = Field(
+        default=None,
+        description="API key of that chat model, stored encrypted; a new value replaces the "
+        "stored one at the next start. Empty for endpoints without keys.",
+    )
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
