@@ -15,7 +15,8 @@ phrases) and on the semantic fixture page of the tests:
 
 So trafilatura's markdown is used when it is structured and keeps the substantial lines of
 the walker's text (>= 70 % of the characters of lines of 40+ characters, i.e. paragraphs
-rather than menu entries); otherwise the walker's sections are used.
+rather than menu entries); otherwise the walker's sections are used. trafilatura's Markdown
+escapes in prose (`rag\\_app`) are taken out again (md_unescape.py).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from indexes.readers.common import (
 )
 from indexes.readers.encoding import decode_text
 from indexes.readers.markup import split_markdown
+from indexes.readers.md_unescape import unescape_markdown
 
 # <meta charset="gbk">, <meta http-equiv="Content-Type" content="text/html; charset=gbk">,
 # or an XHTML declaration <?xml version="1.0" encoding="gbk"?>.
@@ -230,9 +232,19 @@ def _trafilatura_sections(html: str, reference: str) -> list[Section] | None:
     )
     if not markdown or "\n\n" not in markdown.strip():
         return None  # nothing, or the flat fallback text without structure
-    if _coverage(reference, markdown) < _MIN_COVERAGE:
+    # Compared unescaped: the walker's text has no `\_`, and a page full of identifiers
+    # would otherwise look uncovered.
+    if _coverage(reference, unescape_markdown(markdown)) < _MIN_COVERAGE:
         return None
-    return split_markdown(clean_text(markdown)).finish()
+    # Split while still escaped (an escaped "\#" line start is text, not a heading), then
+    # unescape what the chunks, citations and keyword index will see.
+    return [
+        Section(
+            unescape_markdown(section.heading_path) if section.heading_path else None,
+            unescape_markdown(section.text),
+        )
+        for section in split_markdown(clean_text(markdown)).finish()
+    ]
 
 
 def read_html(data: bytes, file_name: str) -> list[Document]:

@@ -14,6 +14,7 @@ from llama_index.core.schema import Document, MetadataMode
 from indexes.errors import DocumentUnreadable, IndexesError, NoTextFound, UnsupportedFileType
 from indexes.readers import read_document
 from indexes.readers.encoding import decode_text
+from indexes.readers.md_unescape import unescape_markdown
 from tests import fixtures_docs as docs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -230,6 +231,84 @@ def test_html_charset_from_meta_or_detection() -> None:
     # Mislabelled: declares GBK but is UTF-8.
     wrong = "<meta charset='gbk'><p>实际是 UTF-8 编码。</p>".encode()
     assert read_document(wrong, "wrong.html")[0].text == "实际是 UTF-8 编码。"
+
+
+_LONG = "This sentence is here so that the paragraph counts as real content for the extractor. "
+_ESCAPES_PAGE = f"""<html><head><title>rag_app setup</title></head><body>
+<nav><a href="/">Home</a> <a href="/docs">Docs</a></nav>
+<article>
+<h1>Configuring rag_app</h1>
+<p>{_LONG}Set RAG_DATA_DIR (or <em>data_dir</em> in my_config.yaml); 2 * 3 = 6 and \
+a_b_c stay as written, [optional] brackets, a &lt;placeholder&gt; and `ticks` too.</p>
+<h2>Windows 路径 [beta]</h2>
+<p>{_LONG}On Windows the folder is C:\\Users\\rag_app\\data, a share is \\\\server\\share_1 \
+and C:\\_temp\\[x] keeps its backslashes. <strong>重要</strong>：先设置 RAG_DATA_DIR。</p>
+<p>中文段落：配置文件 my_file_名称.yaml 位于数据目录，数据库连接串写在 RAG_DB__URL 中。{_LONG}</p>
+<p>1. is where a paragraph starts with a number, and the next one starts with a hash. {_LONG}</p>
+<p># not a heading but a paragraph. {_LONG}</p>
+<pre><code>set RAG_DATA_DIR=C:\\data\\x_y
+echo \\_kept *as is*</code></pre>
+</article></body></html>"""
+
+
+def test_html_text_has_no_markdown_escapes() -> None:
+    documents = read_document(_ESCAPES_PAGE.encode(), "setup.html")
+    text = _all_text(documents)
+    # Bold markers only come from trafilatura's Markdown, so this page took that branch.
+    assert "**重要**" in text
+    assert _paths(documents) == [
+        "Configuring rag_app",
+        "Configuring rag_app > Windows 路径 [beta]",
+    ]
+    assert documents[0].text.startswith("# Configuring rag_app\n\n")
+    for written in (
+        "Set RAG_DATA_DIR (or *data_dir* in my_config.yaml); 2 * 3 = 6 and a_b_c",
+        "[optional] brackets, a <placeholder> and `ticks` too.",
+        "## Windows 路径 [beta]",
+        r"C:\Users\rag_app\data, a share is \\server\share_1",
+        r"and C:\_temp\[x] keeps its backslashes.",
+        "中文段落：配置文件 my_file_名称.yaml 位于数据目录，数据库连接串写在 RAG_DB__URL 中。",
+        "\n1. is where a paragraph starts",
+        "\n# not a heading but a paragraph.",
+        # Code is verbatim in trafilatura's output: nothing to undo there.
+        "set RAG_DATA_DIR=C:\\data\\x_y\necho \\_kept *as is*",
+    ):
+        assert written in text, written
+    prose = text.split("```")[0]
+    for escape in ("\\_", "\\*", "\\[", "\\]", "\\<", "\\`", "\\#", "1\\."):
+        assert escape not in prose.replace(r"C:\_temp\[x]", ""), escape
+
+
+@pytest.mark.parametrize(
+    ("markdown", "plain"),
+    [
+        (
+            r"RAG\_DATA\_DIR and \*x\* and \[y\] \<z> \`t\` \~s\~",
+            "RAG_DATA_DIR and *x* and [y] <z> `t` ~s~",
+        ),
+        # trafilatura turns n backslashes before a special character into 2n + 1.
+        (r"C:\\\_temp and \\\\\_", r"C:\_temp and \\_"),
+        # Backslashes it never adds stay: paths, a lone even run, other punctuation.
+        (
+            r"C:\Users\x and \\server\share and a\\_b and a\.b and 50\%",
+            r"C:\Users\x and \\server\share and a\\_b and a\.b and 50\%",
+        ),
+        (
+            "`a\\_b` and ``c`\\*d`` stay, e\\_f does not",
+            "`a\\_b` and ``c`\\*d`` stay, e_f does not",
+        ),
+        (
+            "```\nx\\_y\n\\# z\n```\n\\# heading-like text",
+            "```\nx\\_y\n\\# z\n```\n# heading-like text",
+        ),
+        ("\\# a\n- \\- b\n- 2\\. c\n3\\) d\n\\> e\n\\+ f", "# a\n- - b\n- 2. c\n3) d\n> e\n+ f"),
+        # Mid-line, these were not escaped by trafilatura: a table cell's pipe is structure.
+        ("a \\# b 2\\. c | x\\|y |", "a \\# b 2\\. c | x\\|y |"),
+        ("`code` \\# after code", "`code` \\# after code"),
+    ],
+)
+def test_unescape_markdown_undoes_only_trafilaturas_escapes(markdown: str, plain: str) -> None:
+    assert unescape_markdown(markdown) == plain
 
 
 # --------------------------------------------------------------------------------- Markdown
