@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Literal
 
 import anyio
 from pydantic import SecretStr, ValidationError
-from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -36,6 +35,7 @@ from indexes.errors import ModelError
 from indexes.providers import CHAT, PROVIDERS
 from indexes.specs import PACKAGED_EMBEDDING
 from rag_app.db import migrate as migrations
+from rag_app.db.locks import mysql_lock_async
 from rag_app.db.models import ApiKey, Llm, User
 from rag_app.db.models.llm import ModelType
 from rag_app.db.models.user import UserRole
@@ -53,7 +53,7 @@ LOCAL_PROVIDER = "local"
 PACKAGED_EMBEDDING_NAME = f"{PACKAGED_EMBEDDING} (packaged)"
 CHAT_KEY_ALIAS = "RAG_CHAT_API_KEY"
 # Held while bootstrapping on MySQL, so API processes started together create one admin.
-_LOCK_NAME = "rag_app.bootstrap"
+_LOCK_PURPOSE = "bootstrap"
 _LOCK_WAIT_SECONDS = 60
 ChatKeyChange = Literal["stored", "replaced", "unchanged"]
 
@@ -148,17 +148,11 @@ async def _exclusive(ctx: AppContext) -> AsyncIterator[None]:
     if ctx.engine.dialect.name != "mysql":
         yield
         return
-    async with ctx.engine.connect() as connection:
-        locked = await connection.scalar(select(func.get_lock(_LOCK_NAME, _LOCK_WAIT_SECONDS)))
-        if locked != 1:
-            raise ConfigurationError(
-                f"another rag_app process has been setting up this database for over "
-                f"{_LOCK_WAIT_SECONDS} s; start again once it is done"
-            )
-        try:
-            yield
-        finally:
-            await connection.scalar(select(func.release_lock(_LOCK_NAME)))
+    async with (
+        ctx.engine.connect() as connection,
+        mysql_lock_async(connection, _LOCK_PURPOSE, _LOCK_WAIT_SECONDS, "setting up this database"),
+    ):
+        yield
 
 
 # --- the first administrator --------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,12 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import types
 
+from rag_app.db.locks import file_lock, mysql_lock, sqlite_lock_path
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# How long a process waits for another one's migration: generous, since a migration that
+# rewrites a large table can take minutes, and a start-up that gives up too early only fails.
+LOCK_WAIT_SECONDS = 600.0
 
 
 def alembic_config(url: str) -> Config:
@@ -22,12 +29,38 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def upgrade(url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(url), revision)
+@contextmanager
+def _exclusive(url: str, lock_timeout: float) -> Iterator[Config]:
+    """An Alembic config whose migrations run while this process holds the database's
+    migration lock (see rag_app.db.locks). The API and every worker migrate at start-up, and
+    in the compose stack they start together: one migrates, the others wait, then find the
+    schema at head and do nothing."""
+    from rag_app.db.engine import create_sync_engine, sync_url
+
+    config = alembic_config(url)
+    busy = "migrating this database"
+    if sync_url(url).get_backend_name() != "mysql":
+        with file_lock(sqlite_lock_path(url, "migrate"), lock_timeout, busy):
+            yield config
+        return
+    engine = create_sync_engine(url, pool_size=1)
+    try:
+        # Alembic runs on the connection that holds the lock (env.py takes it from here).
+        with engine.connect() as connection, mysql_lock(connection, "migrate", lock_timeout, busy):
+            config.attributes["connection"] = connection
+            yield config
+    finally:
+        engine.dispose()
 
 
-def downgrade(url: str, revision: str) -> None:
-    command.downgrade(alembic_config(url), revision)
+def upgrade(url: str, revision: str = "head", lock_timeout: float = LOCK_WAIT_SECONDS) -> None:
+    with _exclusive(url, lock_timeout) as config:
+        command.upgrade(config, revision)
+
+
+def downgrade(url: str, revision: str, lock_timeout: float = LOCK_WAIT_SECONDS) -> None:
+    with _exclusive(url, lock_timeout) as config:
+        command.downgrade(config, revision)
 
 
 def head_revision() -> str | None:
