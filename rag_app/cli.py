@@ -103,6 +103,8 @@ def migrate(revision: str, check: bool) -> None:
         _migrate(settings.database_url, revision, check)
     except DBAPIError as exc:
         raise _database_problem(settings, exc) from exc
+    except RagAppError as exc:  # e.g. another process held the migration lock for too long
+        raise click.ClickException(exc.detail) from exc
 
 
 def _migrate(url: str, revision: str, check: bool) -> None:
@@ -127,7 +129,15 @@ def _migrate(url: str, revision: str, check: bool) -> None:
 @click.option(
     "--concurrency", default=None, type=int, help="Documents at once (default: jobs.workers)."
 )
-def worker(concurrency: int | None) -> None:
+@click.option(
+    "--grace-seconds",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="On SIGTERM/SIGINT, how long running documents get to finish before they are "
+    "stopped and handed back to the queue for another worker.",
+)
+def worker(concurrency: int | None, grace_seconds: float) -> None:
     """Process queued documents (needs redis.url; run as many as you like)."""
     settings = cli_settings()
     if not settings.redis.url:
@@ -135,10 +145,13 @@ def worker(concurrency: int | None) -> None:
             "set RAG_REDIS__URL: workers take their jobs from Redis. Without Redis the API "
             "server processes documents itself."
         )
-    asyncio.run(_run_worker(settings, concurrency or settings.jobs.workers))
+    try:
+        asyncio.run(_run_worker(settings, concurrency or settings.jobs.workers, grace_seconds))
+    except RagAppError as exc:  # e.g. another process held the migration lock for too long
+        raise click.ClickException(exc.detail) from exc
 
 
-async def _run_worker(settings: Settings, concurrency: int) -> None:
+async def _run_worker(settings: Settings, concurrency: int, grace_seconds: float) -> None:
     from rag_app.context import AppContext
     from rag_app.jobs.worker import build_worker
 
@@ -146,7 +159,8 @@ async def _run_worker(settings: Settings, concurrency: int) -> None:
     try:
         await asyncio.to_thread(ctx.migrate)
         await ctx.start_jobs()
-        await build_worker(ctx, concurrency).start()
+        # Returns after SIGTERM/SIGINT, once running documents are finished or handed back.
+        await build_worker(ctx, concurrency, grace_seconds).start()
     finally:
         await ctx.close()
 

@@ -6,8 +6,10 @@ see the same configuration and the same database the same way.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
+import anyio
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -36,6 +38,7 @@ class AppContext:
     embeddings: EmbeddingRegistry
     # Set by start_jobs(): the queue needs a running event loop (and Redis, when configured).
     _job_queue: JobQueue | None = field(default=None, repr=False)
+    _parse_limiter: anyio.CapacityLimiter | None = field(default=None, repr=False)
 
     @classmethod
     def create(cls, settings: Settings) -> AppContext:
@@ -70,6 +73,15 @@ class AppContext:
         if self._job_queue is None:
             raise RuntimeError("jobs are not started: call AppContext.start_jobs() first")
         return self._job_queue
+
+    @property
+    def parse_limiter(self) -> anyio.CapacityLimiter:
+        """Documents parsed at once. Parsing is CPU-bound and holds a whole file's text: with
+        many documents in flight (so that their chunks fill embedding batches), more parses at
+        once than cores would only cost memory. Created on first use, inside the event loop."""
+        if self._parse_limiter is None:
+            self._parse_limiter = anyio.CapacityLimiter(os.cpu_count() or 1)
+        return self._parse_limiter
 
     async def start_jobs(self) -> None:
         """Start the ingestion queue: in process, or SAQ on Redis when redis.url is set."""

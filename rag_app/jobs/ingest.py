@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -45,6 +46,28 @@ class JobCancelled(Exception):
     """The document was deleted or claimed by another run while this one worked."""
 
 
+class _Stopped(Exception):
+    """Raised in the embedding thread when the run's task was cancelled (the worker stops)."""
+
+
+class _StoppableTracker(ProgressTracker):
+    """Progress reports double as stop points: ``embed_document`` reports after every batch
+    and aborts on an exception from the callback. A cancelled asyncio task cannot stop the
+    thread it awaits, and a thread still embedding would keep the process from exiting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def report(self, stage_name: str, fraction: float) -> None:
+        if self._stop.is_set():
+            raise _Stopped()
+        super().report(stage_name, fraction)
+
+
 @dataclass
 class _Loaded:
     document: Document
@@ -61,12 +84,15 @@ class IngestionJob:
         if not await self._claim(document_id, job_id):
             logger.info("document %s is held by another run; skipped", document_id)
             return "skipped"
-        tracker = ProgressTracker()
+        tracker = _StoppableTracker()
         heartbeat = asyncio.create_task(self._heartbeat(document_id, job_id, tracker))
         loaded: _Loaded | None = None
+        work: asyncio.Task[int] | None = None
         try:
             loaded = await self._load(document_id)
-            chunk_count = await self._process(loaded, tracker)
+            # A task of its own, shielded: a cancellation lets it reach a safe point first.
+            work = asyncio.create_task(self._process(loaded, tracker))
+            chunk_count = await asyncio.shield(work)
             heartbeat.cancel()
             if not await self._finish(
                 document_id, job_id, DocumentStatus.completed, chunk_count, None
@@ -77,6 +103,10 @@ class IngestionJob:
             logger.info("document %s: run %s cancelled", document_id, job_id)
             await self._remove_chunks(loaded, document_id)
             return "cancelled"
+        except asyncio.CancelledError:
+            # Shielded: a second cancellation (a hurried shutdown) must not leave it half done.
+            await asyncio.shield(self._give_back(document_id, job_id, tracker, work, loaded))
+            raise
         except Exception as exc:
             message = _readable(exc)
             if not isinstance(exc, IndexesError | RagAppError):
@@ -94,6 +124,46 @@ class IngestionJob:
             if loaded is not None:
                 await self._recount(loaded.document.knowledge_id)
 
+    async def _give_back(
+        self,
+        document_id: int,
+        job_id: str,
+        tracker: _StoppableTracker,
+        work: asyncio.Task[int] | None,
+        loaded: _Loaded | None,
+    ) -> None:
+        """The run was cancelled (the worker is stopping): end it at a safe point and hand
+        the document back, unclaimed and ``uploading``, so the queue's retry (or the next
+        recovery sweep) runs it again. Left claimed, it would wait ``jobs.stale_after_seconds``
+        and then be failed as interrupted.
+
+        Embedding stops at its next batch; a parse or an index write in progress finishes
+        (a half-written index is worse than a late exit). Work that finished anyway is
+        recorded as completed. A failure while stopping is not recorded: the next run meets
+        it again and records it.
+        """
+        if work is not None and not work.done():
+            tracker.stop()
+            with contextlib.suppress(Exception):
+                await work
+            if not work.cancelled() and work.exception() is None:
+                if await self._finish(
+                    document_id, job_id, DocumentStatus.completed, work.result(), None
+                ):
+                    return
+                await self._remove_chunks(loaded, document_id)  # as for a lost claim above
+                return
+        # Only our own claim is given back: a no-op if it was recorded (or lost) already.
+        if await self._update_claimed(
+            document_id,
+            job_id,
+            status=DocumentStatus.uploading,
+            progress=0,
+            job_id=None,
+            heartbeat_at=None,
+        ):
+            logger.info("document %s: run %s stopped, document handed back", document_id, job_id)
+
     async def _process(self, loaded: _Loaded, tracker: ProgressTracker) -> int:
         from indexes.pipeline import embed_document
         from indexes.readers import read_document
@@ -102,7 +172,8 @@ class IngestionJob:
         data = await self.ctx.object_store.get_bytes(document.file_path)
         limit = self.ctx.settings.uploads.max_unpacked_mb * 1024 * 1024
         parsed = await anyio.to_thread.run_sync(
-            lambda: read_document(data, document.file_name, max_unpacked_bytes=limit)
+            lambda: read_document(data, document.file_name, max_unpacked_bytes=limit),
+            limiter=self.ctx.parse_limiter,
         )
         tracker.stage(DocumentStatus.splitting)
 
