@@ -14,31 +14,23 @@ figures as "synthetic".
 from __future__ import annotations
 
 import argparse
-import importlib
 import inspect
 import json
-import pkgutil
 import random
 import re
 import sys
 from pathlib import Path
 
-SKIP = {"antigravity", "this", "idlelib", "turtledemo", "tkinter", "test"}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.stdlib_docs import members, stdlib_modules
 
 
 def pairs(limit: int) -> list[tuple[str, str]]:
     """(summary, body) of docstrings with a one-sentence summary and a substantial body."""
     found: list[tuple[str, str]] = []
     seen: set[str] = set()
-    for module_info in sorted(pkgutil.iter_modules(), key=lambda m: m.name):
-        name = module_info.name
-        if name.startswith("_") or name in SKIP or name not in sys.stdlib_module_names:
-            continue
-        try:
-            module = importlib.import_module(module_info.name)
-        except Exception:  # noqa: S112  (some need a display, a platform, a C library...)
-            continue
-        for member in _members(module):
+    for module in stdlib_modules():
+        for member in members(module):
             doc = inspect.getdoc(member) or ""
             summary, _, body = doc.partition("\n\n")
             summary = " ".join(summary.split())
@@ -56,16 +48,6 @@ def pairs(limit: int) -> list[tuple[str, str]]:
             if len(found) >= limit:
                 return found
     return found
-
-
-def _members(module: object) -> list[object]:
-    """The module's members, and the methods of the classes it defines."""
-    members: list[object] = []
-    for _, member in inspect.getmembers(module):
-        members.append(member)
-        if inspect.isclass(member) and member.__module__ == getattr(module, "__name__", None):
-            members.extend(vars(member).values())
-    return members
 
 
 def main() -> None:

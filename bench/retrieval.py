@@ -14,8 +14,6 @@ It prints figures; it is not a test. Record results in docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import importlib
-import inspect
 import platform
 import random
 import statistics
@@ -24,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.stdlib_docs import docstrings
 from indexes.knowledge_index import KnowledgeIndex
 from indexes.models import build_embedding, build_tokenizer
 from indexes.pipeline import embed_document
@@ -35,22 +35,7 @@ PACKAGED = ModelSpec(provider="local", model_name=PACKAGED_EMBEDDING, model_type
 
 
 def passages(limit: int) -> list[str]:
-    found: list[str] = []
-    # The standard library only: iter_modules() would also import whatever sits on sys.path.
-    for name in sorted(sys.stdlib_module_names):
-        if name.startswith("_") or name in {"antigravity", "this", "idlelib", "turtledemo"}:
-            continue
-        try:
-            module = importlib.import_module(name)
-        except Exception:  # noqa: S112
-            continue
-        for _, member in inspect.getmembers(module):
-            doc = inspect.getdoc(member) or ""
-            if 300 <= len(doc) <= 4000 and doc not in found:
-                found.append(doc)
-                if len(found) >= limit:
-                    return found
-    return found
+    return docstrings(300, 4000, limit)
 
 
 def percentile(values: list[float], p: float) -> float:

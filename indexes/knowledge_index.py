@@ -62,6 +62,8 @@ class KnowledgeIndex:
 
     @property
     def vector_store(self) -> MilvusVectorStore:
+        """For searches: rows still waiting for Milvus Lite's debounced flush are flushed."""
+        self.milvus.flush_pending()
         return self.milvus.vector_store
 
     def replace_document(self, document_id: int, nodes: Sequence[BaseNode]) -> None:
@@ -72,8 +74,7 @@ class KnowledgeIndex:
                     f"Chunk {node.node_id} belongs to document {node.metadata['document_id']}, "
                     f"not {document_id}."
                 )
-        # An empty replacement is a delete; otherwise the write below flushes.
-        self._delete_everywhere(document_id, flush=not nodes)
+        self._delete_everywhere(document_id)
         try:
             # Keyword first: it is local or cheap; the vector write is the likelier to fail
             # (remote server, wrong dimension) and the rollback below covers both anyway.
@@ -96,16 +97,16 @@ class KnowledgeIndex:
 
     def delete_document(self, document_id: int) -> None:
         """Remove the document's chunks from every store, trying all even if one fails."""
-        self._delete_everywhere(document_id, flush=True)
+        self._delete_everywhere(document_id)
 
-    def _delete_everywhere(self, document_id: int, *, flush: bool) -> None:
+    def _delete_everywhere(self, document_id: int) -> None:
         errors: list[StoreError] = []
         try:
             self.keyword_store.delete_document(document_id)
         except StoreError as exc:
             errors.append(exc)
         try:
-            self.milvus.delete_document(document_id, flush=flush)
+            self.milvus.delete_document(document_id)
         except StoreError as exc:
             errors.append(exc)
         if errors:

@@ -27,6 +27,14 @@ from indexes.provider_errors import describe_failure
 from indexes.providers import get_provider
 from indexes.specs import PACKAGED_EMBEDDING, ModelSpec
 
+# OpenMP's default lets torch's idle intra-op threads spin for a while after each operation.
+# Alone, that costs nothing; beside the ingestion pipeline's other threads (parsing, splitting,
+# store writes) the spinning burns the CPU they need: bench/ingest.py measured 144 ms of CPU
+# per chunk with spinning threads and 116 ms with passive waiting (docs/benchmarks.md). OpenMP
+# reads this when torch loads it, which happens later, on the first local model; a value the
+# user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 if TYPE_CHECKING:
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 

@@ -20,8 +20,10 @@ query modes) reads exactly what we wrote. Collection layout (created by that cla
 Milvus Lite (``uri`` a ``.db`` path) runs in-process, one server per path shared by every
 client of the process (milvus_lite's ServerManager), and pymilvus pools one connection per
 address: many collections in one process need nothing more. Lite searches unflushed rows
-slowly, so we flush after each document's writes there; a Milvus server rate-limits flush
-(0.1/s per collection by default) and searches growing segments anyway, so not there.
+slowly (~55 ms against 4–10 ms flushed, RUNTIME-NOTES), so its writes are flushed, but once
+per quiet second rather than after every document (``_LiteFlusher``); a Milvus server
+rate-limits flush (0.1/s per collection by default) and searches growing segments anyway, so
+not there.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,77 @@ def _lite_write_lock(uri: str, collection_name: str) -> threading.Lock:
         return _lite_write_locks.setdefault((uri, collection_name), threading.Lock())
 
 
+# A Lite flush costs ~15 ms and was an eighth of ingesting many one-chunk documents
+# (docs/benchmarks.md). Unflushed rows are durable (Lite's WAL) and visible (Strong
+# consistency), only slower to search, so one flush per quiet second after the last write is
+# enough; searches and listings flush first if rows are pending.
+LITE_FLUSH_DELAY_SECONDS = 1.0
+
+
+class _LiteFlusher:
+    """Debounced flush of one Lite collection, shared by every MilvusStore on it."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._write_lock = lock
+        self._guard = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._pending = False
+        self._flush_now: Callable[[], None] | None = None
+
+    def written(self, flush: Callable[[], None]) -> None:
+        """Rows were written (called under the write lock): flush within the delay."""
+        with self._guard:
+            self._pending, self._flush_now = True, flush
+            if self._timer is None:
+                self._timer = threading.Timer(LITE_FLUSH_DELAY_SECONDS, self._on_timer)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def flush_pending(self) -> None:
+        """Flush now if rows are waiting (before a read)."""
+        if self._pending:
+            with self._write_lock:
+                self._flush_locked()
+
+    def forget(self) -> None:
+        """The collection was dropped: nothing left to flush."""
+        with self._guard:
+            self._pending, self._flush_now = False, None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _on_timer(self) -> None:
+        with self._guard:
+            self._timer = None
+        try:
+            with self._write_lock:
+                self._flush_locked()
+        except Exception:  # a background flush must not die loudly; the next write retries
+            logger.warning("Milvus Lite background flush failed", exc_info=True)
+
+    def _flush_locked(self) -> None:
+        with self._guard:
+            flush, pending = self._flush_now, self._pending
+            self._pending = False
+        if pending and flush is not None:
+            try:
+                flush()
+            except Exception:
+                with self._guard:
+                    self._pending = True
+                raise
+
+
+_lite_flushers: dict[tuple[str, str], _LiteFlusher] = {}
+
+
+def _lite_flusher(uri: str, collection_name: str) -> _LiteFlusher:
+    lock = _lite_write_lock(uri, collection_name)
+    with _lite_write_locks_guard:
+        return _lite_flushers.setdefault((uri, collection_name), _LiteFlusher(lock))
+
+
 def document_filter(document_ids: Collection[int]) -> str:
     """Milvus boolean expression selecting these documents' chunks."""
     quoted = ",".join(f'"{int(d)}"' for d in document_ids)
@@ -110,6 +183,7 @@ class MilvusStore:
         self._writing: AbstractContextManager[object] = (
             _lite_write_lock(uri, self.collection_name) if self.is_lite else nullcontext()
         )
+        self._flusher = _lite_flusher(uri, self.collection_name) if self.is_lite else None
 
     @classmethod
     def open(
@@ -240,9 +314,17 @@ class MilvusStore:
             if state != LoadState.Loaded:
                 self.client.load_collection(self.collection_name)
 
-    def _flush(self) -> None:
-        if self.is_lite:
-            self.client.flush(self.collection_name)
+    def _written(self) -> None:
+        """After a write, under the write lock: schedule the Lite flush."""
+        if self._flusher is not None:
+            client, name = self.client, self.collection_name
+            self._flusher.written(lambda: client.flush(name))
+
+    def flush_pending(self) -> None:
+        """Before a search: flush rows still waiting for the debounced Lite flush."""
+        if self._flusher is not None:
+            with self._translate("flush"):
+                self._flusher.flush_pending()
 
     def add(self, nodes: Sequence[BaseNode]) -> None:
         prepared = [_with_document_source(node) for node in nodes]
@@ -254,23 +336,23 @@ class MilvusStore:
             return
         with self._writing, self._translate("store chunks"):
             self.vector_store.add(prepared)
-            self._flush()
+            self._written()
 
-    def delete_document(self, document_id: int, *, flush: bool = True) -> None:
-        """``flush=False`` when chunks are written (and flushed) right after: a Lite flush
-        costs ~17 ms, a third of replacing a 10-chunk document."""
+    def delete_document(self, document_id: int) -> None:
         with self._writing, self._translate(f"delete the chunks of document {document_id}"):
             self.client.delete(self.collection_name, filter=document_filter([document_id]))
-            if flush:
-                self._flush()
+            self._written()
 
     def drop(self) -> None:
         with self._writing, self._translate("drop the collection"):
+            if self._flusher is not None:
+                self._flusher.forget()
             if self.client.has_collection(self.collection_name):
                 self.client.drop_collection(self.collection_name)
 
     def count(self, document_id: int | None = None) -> int:
         expr = "" if document_id is None else document_filter([document_id])
+        self.flush_pending()
         with self._translate("count chunks"):
             rows = self.client.query(self.collection_name, filter=expr, output_fields=["count(*)"])
         return int(rows[0]["count(*)"]) if rows else 0
@@ -320,6 +402,7 @@ class MilvusStore:
             raise StoreError(f"Collection {self.collection_name} has no full-text index.")
         if not query.strip() or top_k <= 0 or (document_ids is not None and not document_ids):
             return []
+        self.flush_pending()
         with self._translate("search the full-text index"):
             results = self.client.search(
                 self.collection_name,

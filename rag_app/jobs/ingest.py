@@ -217,6 +217,7 @@ class IngestionJob:
                 error_msg=None,
                 heartbeat_at=utcnow(),
             )
+            .execution_options(synchronize_session=False)
         )
         async with self.ctx.sessionmaker() as session:
             result = await session.exec(statement)
@@ -254,6 +255,9 @@ class IngestionJob:
             update(Document)
             .where(col(Document.id) == document_id, col(Document.job_id) == claim)
             .values(**values)
+            # The session is thrown away right after: syncing its (empty) identity map only
+            # costs the ORM's evaluation work, a visible share of a small document's CPU.
+            .execution_options(synchronize_session=False)
         )
         async with self.ctx.sessionmaker() as session:
             result = await session.exec(statement)
@@ -306,7 +310,7 @@ class IngestionJob:
     async def _recount(self, knowledge_id: int) -> None:
         async with self.ctx.sessionmaker() as session:
             with contextlib.suppress(RagAppError):
-                await KnowledgeService(session).recount(knowledge_id)
+                await KnowledgeService(session).recount(knowledge_id, reload=False)
 
 
 def _readable(exc: Exception) -> str:

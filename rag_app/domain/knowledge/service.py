@@ -179,9 +179,10 @@ class KnowledgeService:
         await self.session.delete(knowledge)
         await self.session.commit()
 
-    async def recount(self, knowledge_id: int) -> Knowledge:
+    async def recount(self, knowledge_id: int, *, reload: bool = True) -> Knowledge | None:
         """Set document_count and total_chunks from rag_document. One UPDATE with subqueries,
-        so concurrent recounts cannot interleave a read and a write."""
+        so concurrent recounts cannot interleave a read and a write. ``reload=False`` (the
+        ingestion job, once per document) skips reading the row back and returns None."""
         documents = (
             select(func.count())
             .select_from(Document)
@@ -200,6 +201,8 @@ class KnowledgeService:
         )
         await self.session.exec(statement)
         await self.session.commit()
+        if not reload:
+            return None
         knowledge = await self.session.get(Knowledge, knowledge_id, populate_existing=True)
         if knowledge is None:
             raise NotFound(f"knowledge base {knowledge_id} not found")
