@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from indexes.errors import IndexesError, ModelError, StoreError
@@ -33,13 +34,19 @@ def packaged_embedding() -> ModelSpec:
 def milvus_lite_in_use(stores: StoreSettings) -> bool:
     """Whether another process holds the Milvus Lite database under ``stores`` (call it after
     opening failed: this process's own lock counts too). False for a Milvus server."""
-    lock = stores.milvus_lite_path / "LOCK"  # milvus-lite's advisory lock file
-    if stores.milvus_uri or sys.platform == "win32" or not lock.is_file():
+    return not stores.milvus_uri and lite_database_in_use(stores.milvus_lite_path)
+
+
+def lite_database_in_use(path: Path) -> bool:
+    """Whether a process holds the Milvus Lite database at ``path``, probed with the flock
+    milvus-lite takes on its ``LOCK`` file. False where there is no flock (Windows)."""
+    lock = path / "LOCK"
+    if sys.platform == "win32" or not lock.is_file():
         return False
     import fcntl
 
     try:
-        fd = os.open(lock, os.O_RDWR)
+        fd = os.open(lock, os.O_RDONLY)  # flock needs no write access
     except OSError:
         return False
     try:

@@ -14,6 +14,7 @@ from rag_app.settings import Settings
 if TYPE_CHECKING:
     from rag_app.context import AppContext
     from rag_app.db.models import User
+    from rag_app.domain.chat.service import PreparedTurn
 
 EXIT_COMMANDS = {"/exit", "/quit"}
 # As POST /chat (rag_app.domain.chat.schemas.ChatRequest.message).
@@ -98,6 +99,19 @@ async def _turn(
         prepared = await ChatService(session, ctx).prepare(owner, robot_id, session_id, question)
     if prepared.created_session:
         click.echo(f"session {prepared.chat.session_id}")
+    answer = await stream_answer(ctx, prepared)
+    if answer is not None:
+        _print_sources(*answer)
+    return prepared.chat.session_id
+
+
+async def stream_answer(
+    ctx: AppContext, prepared: PreparedTurn
+) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+    """Print the answer as it streams; return its passages and the ``done`` event's data, or
+    None after an error (printed)."""
+    from rag_app.domain.chat.service import ChatService
+
     contexts: list[dict[str, Any]] = []
     # A session of its own for the answer, as POST /chat streams it.
     async with ctx.sessionmaker() as session:
@@ -109,10 +123,12 @@ async def _turn(
             elif event.kind == "error":
                 click.echo("")
                 click.echo(f"error: {event.data['message']}", err=True)
+                return None
             elif event.kind == "done":
                 click.echo("")
-                _print_sources(contexts, event.data)
-    return prepared.chat.session_id
+                return contexts, event.data
+    click.echo("")
+    return contexts, {}
 
 
 def _print_sources(contexts: list[dict[str, Any]], done: dict[str, Any]) -> None:

@@ -131,25 +131,18 @@ async def _ask(
 ) -> bool:
     """One question in a new chat session of the owner, through the chat service (the turns
     are stored, as with POST /chat). Returns whether an answer came."""
+    from rag_app.cli_chat import stream_answer
     from rag_app.domain.chat.service import ChatService
 
     click.echo("")
     click.echo(f"Question: {question}")
     async with ctx.sessionmaker() as session:
         prepared = await ChatService(session, ctx).prepare(owner, robot_id, None, question)
-    contexts: list[dict[str, Any]] = []
     click.echo("Answer:")
-    async with ctx.sessionmaker() as session:
-        async for event in ChatService(session, ctx).stream(prepared):
-            if event.kind == "context":
-                contexts = event.data["items"]
-            elif event.kind == "delta":
-                click.echo(event.data["text"], nl=False)
-            elif event.kind == "error":
-                click.echo("")
-                click.echo(f"error: {event.data['message']}", err=True)
-                return False
-    click.echo("")
+    answer = await stream_answer(ctx, prepared)
+    if answer is None:
+        return False
+    contexts, _ = answer
     # A retrieval-only answer is made of the passages themselves: no snippets again.
     _print_sources(contexts, snippets=with_model)
     return True

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from indexes.kb_resources import lite_database_in_use
 from rag_app.doctor.common import (
     CheckResult,
     hide_password,
@@ -21,12 +21,6 @@ from rag_app.doctor.common import (
 from rag_app.indexing.specs import store_settings
 from rag_app.settings import Settings
 
-try:
-    import fcntl
-except ImportError:  # Windows: no flock, so the in-use probe is skipped
-    fcntl = None  # type: ignore[assignment]
-
-LITE_LOCK_FILE = "LOCK"  # milvus_lite holds an flock on it while a process has the database open
 IK_ANALYZER = "ik_smart"
 
 
@@ -106,7 +100,7 @@ def _check_milvus_lite(path: Path, collections: Collection[str]) -> MilvusReport
                 "run rag-app (and the doctor) as the user that owns the data directory",
             )
         )
-    if _lite_in_use(path):
+    if lite_database_in_use(path):
         return MilvusReport(
             warning(
                 "milvus",
@@ -116,23 +110,6 @@ def _check_milvus_lite(path: Path, collections: Collection[str]) -> MilvusReport
             )
         )
     return _inspect_lite(path, collections)
-
-
-def _lite_in_use(path: Path) -> bool:
-    """Whether a process holds the Lite database, probed with the lock milvus_lite takes."""
-    lock = path / LITE_LOCK_FILE
-    if fcntl is None or not lock.is_file():
-        return False
-    fd = os.open(lock, os.O_RDONLY)  # flock needs no write access
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
 
 
 def _inspect_lite(path: Path, collections: Collection[str]) -> MilvusReport:
