@@ -43,6 +43,7 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.llms import LLM
 from llama_index.llms.openai_like import OpenAILike
 
+from indexes.connection import remote_connection
 from indexes.errors import ModelError
 from indexes.models import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Tokenizer, ensure_tiktoken_offline
 from indexes.provider_errors import describe_failure
@@ -273,19 +274,8 @@ def build_llm(
     rejects ``stream_options`` (streamed usage is then estimated by :class:`MeteredLLM`)."""
     if spec.model_type != "chat":
         raise ModelError(f"'{spec.model_name}' is a {spec.model_type} model, not a chat model.")
-    preset = get_provider(spec.provider)
-    if preset is None:
-        raise ModelError(f"Unknown model provider '{spec.provider}'.")
-    if not preset.supports("chat"):
-        raise ModelError(f"{preset.label} offers no chat models.")
-    base_url = spec.base_url or preset.default_base_url
-    if not base_url:
-        raise ModelError(f"{preset.label} chat model '{spec.model_name}' needs a base URL.")
-    api_key = spec.api_key.get_secret_value() if spec.api_key else ""
-    if preset.requires_api_key and not api_key:
-        raise ModelError(f"{preset.label} chat model '{spec.model_name}' needs an API key.")
-    if preset.requires_api_version and not spec.api_version:
-        raise ModelError(f"{preset.label} chat model '{spec.model_name}' needs an API version.")
+    connection = remote_connection(spec)
+    base_url, api_key = connection.base_url, connection.api_key
     if not 0 <= temperature <= 2:
         raise ModelError(f"The temperature must be between 0 and 2, not {temperature:g}.")
     window = context_window_of(spec)

@@ -22,9 +22,9 @@ import openai
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.embeddings.openai import OpenAIEmbedding
 
+from indexes.connection import remote_connection
 from indexes.errors import ModelError
 from indexes.provider_errors import describe_failure
-from indexes.providers import get_provider
 from indexes.specs import PACKAGED_EMBEDDING, ModelSpec
 
 # OpenMP's default lets torch's idle intra-op threads spin for a while after each operation.
@@ -234,21 +234,8 @@ def build_embedding(
         # A shallow copy shares the loaded weights; only the batch size differs.
         return model.model_copy(update={"embed_batch_size": batch_size})
 
-    preset = get_provider(spec.provider)
-    if preset is None:
-        raise ModelError(f"Unknown model provider '{spec.provider}'.")
-    if not preset.supports("embedding"):
-        raise ModelError(f"{preset.label} offers no embedding models.")
-    base_url = spec.base_url or preset.default_base_url
-    if not base_url:
-        raise ModelError(f"{preset.label} embedding model '{spec.model_name}' needs a base URL.")
-    api_key = spec.api_key.get_secret_value() if spec.api_key else ""
-    if preset.requires_api_key and not api_key:
-        raise ModelError(f"{preset.label} embedding model '{spec.model_name}' needs an API key.")
-    if preset.requires_api_version and not spec.api_version:
-        raise ModelError(
-            f"{preset.label} embedding model '{spec.model_name}' needs an API version."
-        )
+    connection = remote_connection(spec)
+    base_url, api_key = connection.base_url, connection.api_key
     return CompatibleEmbedding(
         provider=spec.provider,
         model_name=spec.model_name,

@@ -28,9 +28,9 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
+from indexes.connection import remote_connection
 from indexes.errors import IndexesError, ModelError
 from indexes.models import force_offline
-from indexes.providers import get_provider
 from indexes.specs import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -256,17 +256,8 @@ def build_reranker(
         raise IndexesError(f"A reranker must keep at least one chunk, not {top_n}.")
     if spec.provider == LOCAL:
         return _load_local(spec, top_n)
-    preset = get_provider(spec.provider)
-    if preset is None:
-        raise ModelError(f"Unknown model provider '{spec.provider}'.")
-    if not preset.supports("rerank"):
-        raise ModelError(f"{preset.label} offers no rerank models.")
-    base_url = spec.base_url or preset.default_base_url
-    if not base_url:
-        raise ModelError(f"{preset.label} rerank model '{spec.model_name}' needs a base URL.")
-    api_key = spec.api_key.get_secret_value() if spec.api_key else None
-    if preset.requires_api_key and not api_key:
-        raise ModelError(f"{preset.label} rerank model '{spec.model_name}' needs an API key.")
+    connection = remote_connection(spec)
+    base_url, api_key = connection.base_url, connection.api_key or None
     return CompatibleRerank(
         provider=spec.provider,
         model=spec.model_name,
