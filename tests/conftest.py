@@ -88,6 +88,20 @@ def _no_global_llama_settings(request: pytest.FixtureRequest) -> None:
     request.getfixturevalue("forbid_global_settings")
 
 
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def redis_url() -> str:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        require_service("Redis", f"{REDIS_URL}: {exc}")
+    return REDIS_URL
+
+
 @pytest.fixture(scope="session")
 def mysql_server() -> MysqlServer:
     server = MysqlServer(MYSQL_URL)

@@ -39,7 +39,6 @@ from tests.conftest import MYSQL_URL, MysqlServer, require_service
 from tests.openai_server import DEFAULT_API_KEY, OpenAIServer
 from tests.s3_server import S3Server
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 TIMEOUT = 3.0  # the doctor's per-check timeout in these tests
 
 
@@ -56,17 +55,6 @@ def silent_port() -> Iterator[int]:
         sock.bind(("127.0.0.1", 0))
         sock.listen(64)
         yield int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def redis_url() -> str:
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:
-        require_service("Redis", f"{REDIS_URL}: {exc}")
-    return REDIS_URL
 
 
 @dataclass

@@ -7,31 +7,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from litestar.testing import AsyncTestClient
 
 from rag_app.api.app import create_app
 from rag_app.context import AppContext
-from tests.conftest import Api, assert_problem, make_settings, require_service
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
+from tests.conftest import Api, assert_problem, make_settings
 
 
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def redis_url() -> str:
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:
-        require_service("Redis", f"{REDIS_URL}: {exc}")
-    return REDIS_URL
 
 
 async def _client_for(tmp_path: Path, **overrides: Any) -> AsyncIterator[AsyncTestClient[Any]]:

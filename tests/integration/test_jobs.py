@@ -33,9 +33,8 @@ from rag_app.jobs.queue import INGEST_FUNCTION, SaqQueue
 from rag_app.jobs.stale import INTERRUPTED, recover_stale_documents
 from rag_app.jobs.worker import build_worker
 from tests import fixtures_docs as docs
-from tests.conftest import Api, SignedIn, make_settings, require_service
+from tests.conftest import REDIS_URL, Api, SignedIn, make_settings, require_service
 from tests.integration.test_documents import new_kb, store_counts, upload, wait_done
-from tests.integration.test_health import REDIS_URL
 
 DEADLINE = 180.0
 TERMINAL = {DocumentStatus.completed.value, DocumentStatus.failed.value}

@@ -24,8 +24,7 @@ from rag_app.context import AppContext
 from rag_app.db.models import Document
 from rag_app.jobs.queue import INGEST_FUNCTION, SaqQueue
 from rag_app.jobs.worker import build_worker
-from tests.conftest import make_settings
-from tests.integration.test_health import REDIS_URL
+from tests.conftest import REDIS_URL, make_settings
 from tests.integration.test_jobs import (
     counts_in,
     guide,
