@@ -26,17 +26,35 @@ _Request = tuple[list[str], "Future[list[Embedding]]"]
 class BatchingEmbedding(BaseEmbedding):
     """Wraps ``inner``; text embeddings go through the shared batches, queries go straight."""
 
+    # The inner model's input limit in tokens (None for API models): chunking reads it
+    # (indexes.pipeline.effective_chunking), so chunks stay within what the model embeds.
+    max_length: int | None = None
     _inner: BaseEmbedding = PrivateAttr()
     _requests: queue.Queue[_Request] = PrivateAttr()
     _max_wait: float = PrivateAttr()
-    _worker: threading.Thread | None = PrivateAttr(default=None)
+    _workers: list[threading.Thread] = PrivateAttr(default_factory=list)
+    _parallel: int = PrivateAttr()
     _start_lock: threading.Lock = PrivateAttr()
 
-    def __init__(self, inner: BaseEmbedding, *, batch_size: int = 32, max_wait: float = 0.02):
-        super().__init__(model_name=inner.model_name, embed_batch_size=batch_size)
+    def __init__(
+        self,
+        inner: BaseEmbedding,
+        *,
+        batch_size: int = 32,
+        max_wait: float = 0.02,
+        parallel: int = 1,
+    ):
+        """``parallel``: batches embedded at once, for an ``inner`` that computes concurrent
+        calls in parallel (a pool of model processes); each batch has its own worker thread."""
+        super().__init__(
+            model_name=inner.model_name,
+            embed_batch_size=batch_size,
+            max_length=getattr(inner, "max_length", None),
+        )
         self._inner = inner
         self._requests = queue.Queue()
         self._max_wait = max_wait
+        self._parallel = max(1, parallel)
         self._start_lock = threading.Lock()
 
     @classmethod
@@ -46,7 +64,7 @@ class BatchingEmbedding(BaseEmbedding):
     # --- the BaseEmbedding interface ---------------------------------------------------------
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        self._ensure_worker()
+        self._ensure_workers()
         done: Future[list[Embedding]] = Future()
         self._requests.put((list(texts), done))
         return done.result()
@@ -66,13 +84,13 @@ class BatchingEmbedding(BaseEmbedding):
 
     # --- the worker --------------------------------------------------------------------------
 
-    def _ensure_worker(self) -> None:
+    def _ensure_workers(self) -> None:
         with self._start_lock:
-            if self._worker is None or not self._worker.is_alive():
-                self._worker = threading.Thread(
-                    target=self._run, name="embedding-batcher", daemon=True
-                )
-                self._worker.start()
+            self._workers = [worker for worker in self._workers if worker.is_alive()]
+            while len(self._workers) < self._parallel:
+                worker = threading.Thread(target=self._run, name="embedding-batcher", daemon=True)
+                worker.start()
+                self._workers.append(worker)
 
     def _run(self) -> None:
         while True:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import json
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -41,6 +42,11 @@ if TYPE_CHECKING:
 Tokenizer = Callable[[str], list[int]]
 
 LOCAL = "local"
+# Texts per forward pass of a local model. On a CPU, small batches are faster per text: the
+# activations of 32 texts of 256 tokens outgrow the caches, and a batch pads every text to its
+# longest. all-MiniLM-L6-v2 on 2 cores, sorted texts, texts/s at batch 4 / 8 / 32: one thread
+# 11.2 / 10.1 / 9.0, two threads 17.1 / 17.4 / 14.4 (docs/benchmarks.md).
+LOCAL_BATCH_SIZE = 8
 DEFAULT_MAX_RETRIES = 3
 DEFAULT_TIMEOUT = 60.0
 # Sent when a keyless provider (Ollama, vLLM, ...) is configured: the openai client refuses an
@@ -69,7 +75,7 @@ def packaged_model_dir() -> Path:
     return folder
 
 
-def _local_model_dir(spec: ModelSpec) -> Path:
+def local_model_dir(spec: ModelSpec) -> Path:
     if spec.model_name == PACKAGED_EMBEDDING:
         return packaged_model_dir()
     folder = Path(spec.model_name).expanduser()
@@ -91,7 +97,7 @@ def force_offline() -> None:
     huggingface_hub.constants.HF_HUB_OFFLINE = True
 
 
-def _load_local(folder: Path) -> HuggingFaceEmbedding:
+def load_local_model(folder: Path) -> HuggingFaceEmbedding:
     # One copy per process and folder: loading takes ~0.5 s and the weights' memory.
     with _local_lock:
         model = _local_models.get(folder)
@@ -217,12 +223,16 @@ class CompatibleEmbedding(OpenAIEmbedding):
 def build_embedding(
     spec: ModelSpec,
     *,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     max_retries: int = DEFAULT_MAX_RETRIES,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> BaseEmbedding:
-    """The LlamaIndex embedding model for ``spec``. ``max_retries`` and ``timeout`` (seconds per
-    request) apply to API providers; local models are loaded once per process and shared."""
+    """The LlamaIndex embedding model for ``spec``. ``batch_size`` defaults to
+    ``LOCAL_BATCH_SIZE`` texts per forward pass for a local model, 32 texts per request for an
+    API. ``max_retries`` and ``timeout`` (seconds per request) apply to API providers; local
+    models are loaded once per process and shared."""
+    if batch_size is None:
+        batch_size = LOCAL_BATCH_SIZE if spec.provider == LOCAL else 32
     if spec.model_type != "embedding":
         raise ModelError(
             f"'{spec.model_name}' is a {spec.model_type} model, not an embedding model."
@@ -230,7 +240,7 @@ def build_embedding(
     if not 1 <= batch_size <= 2048:  # 2048: the OpenAI API's limit of inputs per request
         raise ModelError(f"The embedding batch size must be between 1 and 2048, not {batch_size}.")
     if spec.provider == LOCAL:
-        model = _load_local(_local_model_dir(spec))
+        model = load_local_model(local_model_dir(spec))
         # A shallow copy shares the loaded weights; only the batch size differs.
         return model.model_copy(update={"embed_batch_size": batch_size})
 
@@ -289,21 +299,38 @@ def _cl100k_tokenizer() -> Tokenizer:
 def _local_tokenizer(folder: Path) -> Tokenizer:
     from tokenizers import Tokenizer as FastTokenizer
 
-    hf_tokenizer = _load_local(folder)._model.tokenizer
-    backend = getattr(hf_tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        return lambda text: list(hf_tokenizer.encode(text, add_special_tokens=False))
-    # A private copy: the model's own tokenizer keeps the truncation (256 tokens) of its last
-    # encode call, which would make every long text count as 256.
-    counter = FastTokenizer.from_str(backend.to_str())
+    tokenizer_file = folder / "tokenizer.json"
+    if tokenizer_file.is_file():
+        # The file the model's own fast tokenizer is built from: counting tokens this way does
+        # not load the weights (ingestion runs the model in its own process).
+        counter = FastTokenizer.from_file(str(tokenizer_file))
+    else:
+        hf_tokenizer = load_local_model(folder)._model.tokenizer
+        backend = getattr(hf_tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            return lambda text: list(hf_tokenizer.encode(text, add_special_tokens=False))
+        counter = FastTokenizer.from_str(backend.to_str())
+    # The file may set truncation (and the model's tokenizer keeps that of its last encode
+    # call), which would make every long text count as the model's maximum length.
     counter.no_truncation()
     counter.no_padding()
     return lambda text: list(counter.encode(text, add_special_tokens=False).ids)
+
+
+def local_max_length(folder: Path) -> int | None:
+    """The longest input (in tokens, special ones included) the local model reads, as
+    sentence-transformers reads it: ``max_seq_length`` of sentence_bert_config.json."""
+    config = folder / "sentence_bert_config.json"
+    try:
+        value = json.loads(config.read_text(encoding="utf-8")).get("max_seq_length")
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def build_tokenizer(spec: ModelSpec) -> Tokenizer:
     """Token counter for chunk sizing, without special tokens: a local model's own tokenizer,
     tiktoken cl100k_base (from llama-index-core's bundled copy) for API models."""
     if spec.provider == LOCAL:
-        return _local_tokenizer(_local_model_dir(spec))
+        return _local_tokenizer(local_model_dir(spec))
     return _cl100k_tokenizer()

@@ -61,7 +61,7 @@ class AppContext:
             ),
             object_store=build_object_store(settings),
             index_registry=IndexRegistry(store_settings(settings)),
-            embeddings=EmbeddingRegistry(),
+            embeddings=EmbeddingRegistry(local_processes=settings.jobs.embedding_processes),
         )
 
     def migrate(self) -> None:

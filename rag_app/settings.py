@@ -151,6 +151,16 @@ class JobSettings(BaseModel):
         description="Name of the Redis (SAQ) job queue. The API servers and workers of one "
         "deployment must use the same name; deployments sharing one Redis use different ones.",
     )
+    embedding_processes: int | None = Field(
+        default=None,
+        ge=0,
+        le=64,
+        description="Processes that embed documents with a local model (each holds its own "
+        "copy of the model and of PyTorch: about 0.8 GB for all-MiniLM-L6-v2). Empty: one per "
+        "core, at most 4. 0: embed in the server's or worker's own "
+        "process (slower: the model then shares Python's interpreter lock with the rest of "
+        "ingestion). Queries are embedded in the server's own process either way.",
+    )
 
 
 class ModelCallSettings(BaseModel):

@@ -9,8 +9,9 @@ from __future__ import annotations
 import threading
 
 from indexes.batching import BatchingEmbedding
+from indexes.embedding_process import ProcessEmbedding, pool_shape
 from indexes.knowledge_index import KnowledgeIndex
-from indexes.models import Tokenizer, build_embedding, build_tokenizer
+from indexes.models import LOCAL, Tokenizer, build_embedding, build_tokenizer, local_model_dir
 from indexes.specs import KnowledgeSpec, ModelSpec, StoreSettings
 
 
@@ -42,9 +43,12 @@ class EmbeddingRegistry:
     """One batching embedding model (and token counter) per distinct model spec per process,
     so that concurrent ingestion jobs share full batches (see indexes.batching)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, local_processes: int | None = None) -> None:
+        """``local_processes``: child processes embedding documents with a local model (see
+        indexes.embedding_process); None picks by core count, 0 embeds in this process."""
         self._models: dict[str, tuple[BatchingEmbedding, Tokenizer]] = {}
         self._lock = threading.Lock()
+        self._local_processes = local_processes
 
     def get(self, spec: ModelSpec) -> tuple[BatchingEmbedding, Tokenizer]:
         """The shared model and tokenizer (blocking on first use: loads or connects)."""
@@ -53,6 +57,15 @@ class EmbeddingRegistry:
         with self._lock:
             cached = self._models.get(key)
             if cached is None:
-                cached = (BatchingEmbedding(build_embedding(spec)), build_tokenizer(spec))
+                cached = (self._build(spec), build_tokenizer(spec))
                 self._models[key] = cached
             return cached
+
+    def _build(self, spec: ModelSpec) -> BatchingEmbedding:
+        if spec.provider != LOCAL or self._local_processes == 0:
+            return BatchingEmbedding(build_embedding(spec))
+        processes, threads = pool_shape(processes=self._local_processes)
+        model = ProcessEmbedding(
+            local_model_dir(spec), label=spec.model_name, processes=processes, threads=threads
+        )
+        return BatchingEmbedding(model, parallel=processes)
