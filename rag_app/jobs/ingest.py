@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -40,6 +41,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger("rag_app.jobs")
 
 HEARTBEAT_SECONDS = 1.0
+# A heartbeat with nothing new (a document waiting for the model) is written only this often:
+# enough to keep the claim fresh (a claim goes stale after at least 30 s), without a database
+# write per second per document in flight.
+KEEPALIVE_SECONDS = 10.0
 
 
 class JobCancelled(Exception):
@@ -235,10 +240,15 @@ class IngestionJob:
             return _Loaded(document, await spec_for(self.ctx, session, knowledge))
 
     async def _heartbeat(self, document_id: int, job_id: str, tracker: ProgressTracker) -> None:
-        """Write status and progress every second; stop the run if the claim was lost."""
+        """Write status and progress each second they change (and every KEEPALIVE_SECONDS
+        anyway); stop the run if the claim was lost."""
+        written, written_at = None, time.monotonic()
         while True:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             snapshot = tracker.snapshot()
+            if snapshot == written and time.monotonic() - written_at < KEEPALIVE_SECONDS:
+                continue
+            written, written_at = snapshot, time.monotonic()
             held = await self._update_claimed(
                 document_id,
                 job_id,
