@@ -61,6 +61,14 @@ class BatchingEmbedding(BaseEmbedding):
     def class_name(cls) -> str:
         return "BatchingEmbedding"
 
+    def prepare(self) -> None:
+        """Load the model now if it loads lazily (processes of indexes.embedding_process): a
+        caller that reports "embedding" has the model ready, and stops without waiting for a
+        start-up."""
+        prepare = getattr(self._inner, "prepare", None)
+        if callable(prepare):
+            prepare()
+
     # --- the BaseEmbedding interface ---------------------------------------------------------
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:

@@ -288,6 +288,10 @@ class ProcessEmbedding(BaseEmbedding):
     def class_name(cls) -> str:
         return "ProcessEmbedding"
 
+    def prepare(self) -> None:
+        """Start the processes now (blocking) rather than on the first texts."""
+        self._pool.start()
+
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         return self._pool.embed(texts)
 

@@ -35,12 +35,16 @@ def serve(folder: Path, threads: int, requests: IO[bytes], replies: IO[bytes]) -
         write_frame(replies, ("error", str(exc)))
         return 1
     write_frame(replies, ("ready", model.max_length))
-    while (texts := read_frame(requests)) is not None:
-        try:
-            vectors = model.get_text_embedding_batch(list(texts))
-            write_frame(replies, ("ok", np.asarray(vectors, dtype=np.float32)))
-        except Exception as exc:  # the parent raises it as the caller's error
-            write_frame(replies, ("error", f"{type(exc).__name__}: {exc}"))
+    try:
+        while (texts := read_frame(requests)) is not None:
+            try:
+                vectors = model.get_text_embedding_batch(list(texts))
+                reply: tuple[str, object] = ("ok", np.asarray(vectors, dtype=np.float32))
+            except Exception as exc:  # the parent raises it as the caller's error
+                reply = ("error", f"{type(exc).__name__}: {exc}")
+            write_frame(replies, reply)
+    except (BrokenPipeError, EOFError):
+        pass  # the parent is gone (it died mid-frame, or before reading the reply)
     return 0
 
 

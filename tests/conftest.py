@@ -139,6 +139,10 @@ def make_settings(db_url: str, data_dir: Path, **overrides: Any) -> Settings:
         "database": {"url": db_url},
         # Cheap hashing: the tests create hundreds of users.
         "security": {"argon2_time_cost": 1, "argon2_memory_kib": 1024},
+        # One embedding process per test worker: the suite runs two workers on two cores, and
+        # more model processes than cores only slow each other down. Pools of two are tested
+        # in tests/integration/test_embedding_process.py.
+        "jobs": {"embedding_processes": 1},
     }
     values.update(overrides)
     return Settings(**values)

@@ -119,6 +119,10 @@ class _LiteFlusher:
     def _on_timer(self) -> None:
         with self._guard:
             self._timer = None
+        if not threading.main_thread().is_alive():
+            # The interpreter is exiting and Milvus Lite's executors are shut down: a flush
+            # would only fail noisily. The rows are safe in its write-ahead log.
+            return
         try:
             with self._write_lock:
                 self._flush_locked()

@@ -184,6 +184,7 @@ class IngestionJob:
 
         def embed() -> list[BaseNode]:
             embed_model, tokenizer = self.ctx.embeddings.get(spec.embedding)
+            embed_model.prepare()  # model processes started before "embedding" is reported
             return list(
                 embed_document(
                     spec,
