@@ -43,6 +43,9 @@ from indexes.models import load_local_model, local_max_length
 logger = logging.getLogger(__name__)
 
 START_TIMEOUT_SECONDS = 300.0  # loading torch and a model from a slow disk
+# A batch takes seconds; a child silent this long is hung (or stopped): it is killed and the
+# request fails, rather than holding its document "embedding" forever.
+REQUEST_TIMEOUT_SECONDS = 600.0
 _STOP_SECONDS = 5.0
 
 
@@ -56,11 +59,13 @@ class LocalModelProcess:
         label: str | None = None,
         threads: int = 1,
         start_timeout: float = START_TIMEOUT_SECONDS,
+        request_timeout: float = REQUEST_TIMEOUT_SECONDS,
     ) -> None:
         self.folder = folder
         self.label = label or folder.name  # for messages: the registered model name
         self.threads = threads
         self.start_timeout = start_timeout
+        self.request_timeout = request_timeout
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -72,9 +77,20 @@ class LocalModelProcess:
     def embed(self, texts: list[str]) -> list[Embedding]:
         with self._lock:
             process = self._running()
+            stdout = cast(IO[bytes], process.stdout)
             try:
                 write_frame(cast(IO[bytes], process.stdin), texts)
-                reply = read_frame(cast(IO[bytes], process.stdout))
+                answered, _, _ = select.select([stdout], [], [], self.request_timeout)
+                if not answered:
+                    process.kill()
+                    process.wait()
+                    self._process = None
+                    raise ModelError(
+                        f"The local embedding process for '{self.label}' did not answer within "
+                        f"{self.request_timeout:.0f} s and was stopped; the next request starts "
+                        "a new one."
+                    )
+                reply = read_frame(stdout)
             except (OSError, EOFError) as exc:
                 raise self._died(process) from exc
             if reply is None:

@@ -120,6 +120,24 @@ def test_a_process_killed_mid_request_fails_that_request_and_the_next_one_restar
     assert child.pid not in (None, first_pid)
 
 
+def test_a_process_that_does_not_answer_is_stopped_and_replaced() -> None:
+    slow = LocalModelProcess(packaged_model_dir(), label=PACKAGED_EMBEDDING, request_timeout=2)
+    try:
+        slow.start()
+        frozen = slow.pid
+        assert frozen is not None
+        os.kill(frozen, signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(ModelError, match="did not answer within 2 s"):
+            slow.embed(TEXTS)
+        assert time.monotonic() - started < 10
+        assert not _alive(frozen)
+        assert len(slow.embed(TEXTS)) == 3
+        assert slow.pid not in (None, frozen)
+    finally:
+        slow.close()
+
+
 def test_a_process_that_died_while_idle_is_replaced_without_an_error(
     child: LocalModelProcess,
 ) -> None:
