@@ -28,6 +28,7 @@ import select
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, cast
@@ -106,10 +107,15 @@ class LocalModelProcess:
             self._running()
 
     def close(self) -> None:
-        with self._lock:
-            process, self._process = self._process, None
+        process = self.detach()
         if process is not None:
             _stop(process)
+
+    def detach(self) -> subprocess.Popen[bytes] | None:
+        """Forget the child and hand it over (to be stopped with others at once)."""
+        with self._lock:
+            process, self._process = self._process, None
+        return process
 
     # --- the child -----------------------------------------------------------------------------
 
@@ -181,20 +187,24 @@ def _child_environment() -> dict[str, str]:
     return env
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Close its stdin (it exits after the batch in hand), then kill it if it lingers."""
-    try:
-        if process.stdin is not None:
-            process.stdin.close()
-    except OSError:
-        pass
-    try:
-        process.wait(timeout=_STOP_SECONDS)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    if process.stdout is not None:
-        process.stdout.close()
+def _stop(*processes: subprocess.Popen[bytes]) -> None:
+    """Close their stdin (each exits after the batch in hand), then kill any that lingers past
+    one shared deadline: stopping several costs the slowest one's exit, not the sum."""
+    for process in processes:
+        try:
+            if process.stdin is not None:
+                process.stdin.close()
+        except OSError:
+            pass
+    deadline = time.monotonic() + _STOP_SECONDS
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 class LocalModelPool:
@@ -237,8 +247,7 @@ class LocalModelPool:
             self._idle.put(process)
 
     def close(self) -> None:
-        for process in self.processes:
-            process.close()
+        _stop(*[p for p in (process.detach() for process in self.processes) if p is not None])
 
 
 def pool_shape(
@@ -272,8 +281,8 @@ def model_pool(
 def stop_model_processes() -> None:
     with _pools_lock:
         pools = list(_pools.values())
-    for pool in pools:
-        pool.close()
+    children = [process.detach() for pool in pools for process in pool.processes]
+    _stop(*[child for child in children if child is not None])
 
 
 class ProcessEmbedding(BaseEmbedding):
