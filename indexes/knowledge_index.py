@@ -1,6 +1,6 @@
 """The stores of one knowledge base behind one facade, written and deleted by document id.
 
-The ingestion job calls :meth:`KnowledgeIndex.replace_document` once per document; the
+The ingestion job calls :meth:`KnowledgeIndex.replace_documents` once per batch of documents; the
 documents API lists and counts chunks; retrieval uses :attr:`KnowledgeIndex.vector_store`
 (llama-index's ``MilvusVectorStore``) and :attr:`KnowledgeIndex.keyword_store`.
 
@@ -13,14 +13,14 @@ either way (the job marks the document failed; a retry writes it again).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from llama_index.core.schema import BaseNode
 from llama_index.vector_stores.milvus import MilvusVectorStore
 
 from indexes.errors import StoreError
 from indexes.specs import KnowledgeSpec, StoreSettings
-from indexes.stores.base import Chunk, KeywordStore, node_document_id
+from indexes.stores.base import Chunk, KeywordStore, documents_label, node_document_id
 from indexes.stores.bm25 import BM25KeywordStore
 from indexes.stores.milvus import MilvusKeywordStore, MilvusStore
 from indexes.tokenize import configure_jieba
@@ -68,45 +68,62 @@ class KnowledgeIndex:
 
     def replace_document(self, document_id: int, nodes: Sequence[BaseNode]) -> None:
         """Make ``nodes`` the document's only chunks in every store (or raise StoreError)."""
-        for node in nodes:
-            if node_document_id(node) != document_id:
-                raise StoreError(
-                    f"Chunk {node.node_id} belongs to document {node.metadata['document_id']}, "
-                    f"not {document_id}."
-                )
-        self._delete_everywhere(document_id)
+        self.replace_documents({document_id: nodes})
+
+    def replace_documents(self, chunks: Mapping[int, Sequence[BaseNode]]) -> None:
+        """Make each document's nodes its only chunks in every store, all documents in one
+        write per store (the ingestion job stores a batch of small documents at once: a Milvus
+        or SQLite round trip costs more than the rows). All or nothing: when a write fails, what
+        was written for these documents is removed from every store before StoreError."""
+        for document_id, nodes in chunks.items():
+            for node in nodes:
+                if node_document_id(node) != document_id:
+                    raise StoreError(
+                        f"Chunk {node.node_id} belongs to document "
+                        f"{node.metadata['document_id']}, not {document_id}."
+                    )
+        if not chunks:
+            return
+        all_nodes = [node for nodes in chunks.values() for node in nodes]
+        self._delete_everywhere(chunks.keys())
         try:
             # Keyword first: it is local or cheap; the vector write is the likelier to fail
             # (remote server, wrong dimension) and the rollback below covers both anyway.
-            self.keyword_store.add(nodes)
-            self.milvus.add(nodes)
+            self.keyword_store.add(all_nodes)
+            self.milvus.add(all_nodes)
         except Exception as exc:
             # Any failure, ours or a third party's: roll back, then report as StoreError.
-            logger.warning("Storing document %s failed, rolling back: %s", document_id, exc)
+            label = documents_label(chunks.keys())
+            logger.warning("Storing %s failed, rolling back: %s", label, exc)
             try:
-                self.delete_document(document_id)
+                self.delete_documents(chunks.keys())
             except StoreError as cleanup:
                 raise StoreError(
-                    f"Could not store document {document_id} ({exc}), and removing its "
-                    f"partial chunks failed too ({cleanup}): delete or re-ingest the document "
-                    "once the store is back."
+                    f"Could not store {label} ({exc}), and removing the partial chunks "
+                    f"failed too ({cleanup}): delete or re-ingest once the store is back."
                 ) from exc
             if isinstance(exc, StoreError):
                 raise
-            raise StoreError(f"Could not store document {document_id}: {exc}") from exc
+            raise StoreError(f"Could not store {label}: {exc}") from exc
 
     def delete_document(self, document_id: int) -> None:
         """Remove the document's chunks from every store, trying all even if one fails."""
-        self._delete_everywhere(document_id)
+        self.delete_documents([document_id])
 
-    def _delete_everywhere(self, document_id: int) -> None:
+    def delete_documents(self, document_ids: Collection[int]) -> None:
+        """Remove these documents' chunks from every store, trying all even if one fails."""
+        self._delete_everywhere(document_ids)
+
+    def _delete_everywhere(self, document_ids: Collection[int]) -> None:
+        if not document_ids:
+            return
         errors: list[StoreError] = []
         try:
-            self.keyword_store.delete_document(document_id)
+            self.keyword_store.delete_documents(document_ids)
         except StoreError as exc:
             errors.append(exc)
         try:
-            self.milvus.delete_document(document_id)
+            self.milvus.delete_documents(document_ids)
         except StoreError as exc:
             errors.append(exc)
         if errors:

@@ -45,8 +45,8 @@ class KeywordStore(Protocol):
         """Store these chunks (same node id: replaced)."""
         ...
 
-    def delete_document(self, document_id: int) -> None:
-        """Remove every chunk of this document; no error if it has none."""
+    def delete_documents(self, document_ids: Collection[int]) -> None:
+        """Remove every chunk of these documents; no error for one that has none."""
         ...
 
     def drop(self) -> None:
@@ -82,3 +82,11 @@ def node_position(node: BaseNode) -> int:
             f"Chunk {node.node_id} has no integer position in its metadata (got {value!r})."
         )
     return value
+
+
+def documents_label(document_ids: Collection[int]) -> str:
+    """ "document 7" or "documents 7, 8, 9", for messages about a write or a delete."""
+    ids = sorted(document_ids)
+    if len(ids) == 1:
+        return f"document {ids[0]}"
+    return "documents " + ", ".join(str(i) for i in ids)

@@ -192,11 +192,13 @@ class BM25KeywordStore:
             json.dumps(tokenize(text, self.stopwords), ensure_ascii=False),
         )
 
-    def delete_document(self, document_id: int) -> None:
+    def delete_documents(self, document_ids: Collection[int]) -> None:
+        if not document_ids:
+            return
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
-            deleted = conn.execute(
-                "DELETE FROM chunk WHERE document_id = ?", (document_id,)
+            deleted = conn.executemany(
+                "DELETE FROM chunk WHERE document_id = ?", [(i,) for i in document_ids]
             ).rowcount
             if deleted:
                 self._bump(conn)

@@ -24,7 +24,7 @@ from llama_index.core.schema import BaseNode, MetadataMode
 
 from indexes.errors import StoreError
 from indexes.specs import StoreSettings
-from indexes.stores.base import KeywordHit, node_document_id, node_position
+from indexes.stores.base import KeywordHit, documents_label, node_document_id, node_position
 
 logger = logging.getLogger(__name__)
 
@@ -154,11 +154,13 @@ class ElasticsearchKeywordStore:
             # the document as done right after this.
             self.client.indices.refresh(index=self.index)
 
-    def delete_document(self, document_id: int) -> None:
-        with self._translate(f"delete the chunks of document {document_id}"):
+    def delete_documents(self, document_ids: Collection[int]) -> None:
+        if not document_ids:
+            return
+        with self._translate(f"delete the chunks of {documents_label(document_ids)}"):
             self.client.delete_by_query(
                 index=self.index,
-                query={"term": {"document_id": document_id}},
+                query={"terms": {"document_id": sorted(document_ids)}},
                 conflicts="proceed",
                 refresh=True,
             )

@@ -47,7 +47,13 @@ from pymilvus.exceptions import MilvusException
 
 from indexes.errors import StoreError
 from indexes.specs import StoreSettings
-from indexes.stores.base import Chunk, KeywordHit, node_document_id, node_position
+from indexes.stores.base import (
+    Chunk,
+    KeywordHit,
+    documents_label,
+    node_document_id,
+    node_position,
+)
 from indexes.tokenize import configure_jieba
 
 logger = logging.getLogger(__name__)
@@ -342,9 +348,12 @@ class MilvusStore:
             self.vector_store.add(prepared)
             self._written()
 
-    def delete_document(self, document_id: int) -> None:
-        with self._writing, self._translate(f"delete the chunks of document {document_id}"):
-            self.client.delete(self.collection_name, filter=document_filter([document_id]))
+    def delete_documents(self, document_ids: Collection[int]) -> None:
+        if not document_ids:
+            return
+        action = f"delete the chunks of {documents_label(document_ids)}"
+        with self._writing, self._translate(action):
+            self.client.delete(self.collection_name, filter=document_filter(document_ids))
             self._written()
 
     def drop(self) -> None:
@@ -458,7 +467,7 @@ class MilvusKeywordStore:
     def add(self, nodes: Sequence[BaseNode]) -> None:
         return None
 
-    def delete_document(self, document_id: int) -> None:
+    def delete_documents(self, document_ids: Collection[int]) -> None:
         return None
 
     def drop(self) -> None:

@@ -156,6 +156,25 @@ def test_readding_the_same_document_replaces_it(index: KnowledgeIndex) -> None:
     assert [hit.node_id for hit in hits].count("7-0") == 1
 
 
+def test_several_documents_replaced_in_one_write(index: KnowledgeIndex) -> None:
+    index.replace_document(1, make_nodes(1, BANK_FAQ[:3]))
+    index.replace_document(9, make_nodes(9, ["untouched by the batch"]))
+    # One call: document 1 shrinks to one chunk, 2 and 3 are new, 4 has no text (a delete).
+    index.replace_documents(
+        {
+            1: make_nodes(1, BANK_FAQ[:1]),
+            2: make_nodes(2, BANK_FAQ[3:5]),
+            3: make_nodes(3, ENGLISH),
+            4: [],
+        }
+    )
+    counts = [(index.count(d), index.keyword_store.count(d)) for d in (1, 2, 3, 4, 9)]
+    assert counts == [(1, 1), (2, 2), (3, 3), (0, 0), (1, 1)]
+    index.delete_documents([2, 3, 77])
+    assert (index.count(), index.keyword_store.count()) == (2, 2)
+    assert [c.text for c in index.list_chunks(1, 0, 10)[0]] == BANK_FAQ[:1]
+
+
 def test_chinese_keyword_search_finds_the_chunk_through_jieba_words(
     index: KnowledgeIndex,
 ) -> None:
@@ -372,6 +391,34 @@ def test_a_failed_vector_write_leaves_no_partial_document_anywhere(
     knowledge.drop()
 
 
+@pytest.mark.parametrize("backend", ["bm25", "milvus"])
+def test_a_failed_batch_write_leaves_none_of_its_documents_anywhere(
+    stores: StoreSettings, backend: str
+) -> None:
+    knowledge = KnowledgeIndex.open(make_spec(backend), stores, DIM)
+    knowledge.replace_document(1, make_nodes(1, ENGLISH))
+    knowledge.replace_document(2, make_nodes(2, ["an old version of document two"]))
+    batch = {
+        2: make_nodes(2, [f"银行 存款 利率 第{i}条" for i in range(60)]),
+        3: make_nodes(3, [f"credit card fee rule {i}" for i in range(60)]),
+    }
+    batch[3][50].embedding = [0.1] * (DIM + 3)  # Milvus rejects the second insert batch
+
+    with pytest.raises(StoreError, match=r"documents 2, 3|dim"):
+        knowledge.replace_documents(batch)
+
+    for document_id in (2, 3):
+        assert (knowledge.count(document_id), knowledge.keyword_store.count(document_id)) == (
+            0,
+            0,
+        )
+    assert (knowledge.count(1), knowledge.keyword_store.count(1)) == (3, 3)
+    batch[3][50].embedding = embed("credit card fee rule 50")
+    knowledge.replace_documents(batch)
+    assert (knowledge.count(), knowledge.keyword_store.count()) == (123, 123)
+    knowledge.drop()
+
+
 def test_the_raw_vector_store_does_leave_a_partial_document(stores: StoreSettings) -> None:
     """The premise of the test above, and replace_document cleaning up such leftovers."""
     knowledge = KnowledgeIndex.open(make_spec("milvus"), stores, DIM)
@@ -461,7 +508,7 @@ def test_bm25_writes_from_many_threads(tmp_path: Path) -> None:
     def write(first: int) -> None:
         try:
             for document_id in range(first, first + 10):
-                store.delete_document(document_id)
+                store.delete_documents([document_id])
                 store.add(make_nodes(document_id, [f"thread text {document_id} 存款"] * 3))
                 store.search("存款", 3)
         except BaseException as exc:  # collected and re-raised in the main thread
@@ -488,7 +535,7 @@ def test_bm25_writes_one_document_at_a_time_are_not_quadratic(tmp_path: Path) ->
     timings: list[float] = []
     for document_id, nodes in enumerate(documents):
         t0 = time.perf_counter()
-        store.delete_document(document_id)
+        store.delete_documents([document_id])
         store.add(nodes)
         timings.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
