@@ -134,8 +134,17 @@ class JobSettings(BaseModel):
         # store writes with model work: 4 measured best on 2 cores (docs/benchmarks.md).
         default=4,
         ge=1,
-        description="Documents processed at once by the in-process worker (embedded default) "
-        "or by each `rag-app worker`.",
+        description="Batches of documents (see batch_documents) processed at once by the "
+        "in-process worker (embedded default) or by each `rag-app worker`.",
+    )
+    batch_documents: int = Field(
+        # Measured on 2 cores with short documents: see docs/benchmarks.md (session 4).
+        default=8,
+        ge=1,
+        le=100,
+        description="Queued documents a worker takes together as one batch: their claims, "
+        "store writes and status updates are shared, which is most of the work for a short "
+        "document. Each document still succeeds or fails on its own.",
     )
     stale_after_seconds: int = Field(
         default=600,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 
@@ -10,7 +11,9 @@ class JobQueue(Protocol):
 
     async def stop(self) -> None: ...
 
-    async def enqueue(self, document_id: int) -> None: ...
+    async def enqueue(self, document_ids: Sequence[int]) -> None:
+        """Queue these documents; a worker takes up to ``jobs.batch_documents`` at once."""
+        ...
 
     async def check(self) -> None:
         """Raise BackendUnavailable when jobs cannot be queued now."""

@@ -1,9 +1,16 @@
-"""Ingest one document: original → parse → split → embed → vector and keyword stores.
+"""Ingest documents: original → parse → split → embed → vector and keyword stores.
 
-The run claims the document with an atomic UPDATE (no two workers process one document at
-once), reports progress and a heartbeat while it works (a silent claim goes stale and the
-document becomes retryable), and ends ``completed`` or ``failed`` with a readable message.
-Only a completed document has chunks: a failed run removes whatever it wrote.
+A run takes a batch of queued documents (one, or up to ``jobs.batch_documents``) and claims
+them with one atomic UPDATE (no two runs process one document at once). Each document is
+parsed and embedded on its own; as documents finish, the ready ones are written to the stores
+together and recorded in one transaction. A batch exists for the fixed costs, not the model:
+a small document cost about as much CPU in claims, loads, heartbeats, store calls and recounts
+as in embedding, and that CPU is taken from the model on the same cores.
+
+While it works, the run reports progress and a heartbeat (a silent claim goes stale and the
+document becomes retryable). Every document ends ``completed`` or ``failed`` with a readable
+message, on its own: one broken file fails alone. Only a completed document has chunks: a failed
+run removes whatever it wrote.
 """
 
 from __future__ import annotations
@@ -14,25 +21,28 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from sqlalchemy import or_, update
-from sqlmodel import col
+from sqlmodel import col, select
 
 from indexes.errors import IndexesError
 from rag_app.db.models import Document, Knowledge
 from rag_app.db.models.document import DocumentStatus
 from rag_app.db.types import utcnow
-from rag_app.domain.knowledge.service import KnowledgeService
+from rag_app.domain.knowledge.service import recount_statement
 from rag_app.errors import RagAppError
 from rag_app.indexing.access import drop_index_sync, open_index_sync, spec_for
-from rag_app.jobs.progress import ProgressTracker
+from rag_app.jobs.progress import ProgressTracker, Snapshot
 
 if TYPE_CHECKING:
     from llama_index.core.schema import BaseNode
+    from sqlmodel.ext.asyncio.session import AsyncSession
 
     from indexes.knowledge_index import KnowledgeIndex
     from indexes.specs import KnowledgeSpec
@@ -47,12 +57,8 @@ HEARTBEAT_SECONDS = 1.0
 KEEPALIVE_SECONDS = 10.0
 
 
-class JobCancelled(Exception):
-    """The document was deleted or claimed by another run while this one worked."""
-
-
 class _Stopped(Exception):
-    """Raised in the embedding thread when the run's task was cancelled (the worker stops)."""
+    """Raised in the embedding thread when the run stops early (worker stopping, claim lost)."""
 
 
 class _StoppableTracker(ProgressTracker):
@@ -73,10 +79,21 @@ class _StoppableTracker(ProgressTracker):
         super().report(stage_name, fraction)
 
 
-@dataclass
-class _Loaded:
+@dataclass(eq=False)
+class _Run:
+    """One claimed document of a batch, and what became of it."""
+
     document: Document
     spec: KnowledgeSpec
+    tracker: _StoppableTracker = field(default_factory=_StoppableTracker)
+    nodes: list[BaseNode] | None = None  # embedded chunks, ready to store
+    error: str | None = None  # why it failed
+    lost: bool = False  # the claim was lost (document deleted or taken over): stop, record nothing
+    outcome: str | None = None  # the final status, once recorded
+
+    @property
+    def id(self) -> int:
+        return self.document.id or 0
 
 
 class IngestionJob:
@@ -84,96 +101,67 @@ class IngestionJob:
         self.ctx = ctx
 
     async def run(self, document_id: int) -> str:
-        """Process one document; returns its final status (or "skipped" if another run holds it)."""
-        job_id = uuid.uuid4().hex
-        if not await self._claim(document_id, job_id):
+        """Process one document; returns its final status (or "skipped" if another run holds
+        it, "cancelled" if it was deleted meanwhile)."""
+        return (await self.run_many([document_id]))[document_id]
+
+    async def run_many(self, document_ids: Sequence[int]) -> dict[int, str]:
+        """Process these documents as one batch; returns each one's final status."""
+        claim = uuid.uuid4().hex
+        outcomes = dict.fromkeys(document_ids, "skipped")
+        runs = await self._claim_and_load(document_ids, claim)
+        for run in runs:
+            outcomes[run.id] = "cancelled"  # until recorded
+        for document_id in set(document_ids) - {run.id for run in runs}:
             logger.info("document %s is held by another run; skipped", document_id)
-            return "skipped"
-        tracker = _StoppableTracker()
-        heartbeat = asyncio.create_task(self._heartbeat(document_id, job_id, tracker))
-        loaded: _Loaded | None = None
-        work: asyncio.Task[int] | None = None
+        if not runs:
+            return outcomes
+        heartbeat = asyncio.create_task(self._heartbeat(claim, runs))
+        preparing = {asyncio.create_task(self._prepare(run)): run for run in runs}
+        storing: asyncio.Task[None] | None = None
         try:
-            loaded = await self._load(document_id)
-            # A task of its own, shielded: a cancellation lets it reach a safe point first.
-            work = asyncio.create_task(self._process(loaded, tracker))
-            chunk_count = await asyncio.shield(work)
-            heartbeat.cancel()
-            if not await self._finish(
-                document_id, job_id, DocumentStatus.completed, chunk_count, None
-            ):
-                raise JobCancelled()
-            return DocumentStatus.completed.value
-        except JobCancelled:
-            logger.info("document %s: run %s cancelled", document_id, job_id)
-            await self._remove_chunks(loaded, document_id)
-            return "cancelled"
+            while preparing:
+                done, _ = await asyncio.wait(preparing, return_when=asyncio.FIRST_COMPLETED)
+                # Shielded: a cancellation lets a store write and its record finish first.
+                storing = asyncio.create_task(self._store(claim, [preparing.pop(t) for t in done]))
+                await asyncio.shield(storing)
+                storing = None
         except asyncio.CancelledError:
             # Shielded: a second cancellation (a hurried shutdown) must not leave it half done.
-            await asyncio.shield(self._give_back(document_id, job_id, tracker, work, loaded))
+            await asyncio.shield(self._give_back(claim, runs, preparing, storing))
             raise
-        except Exception as exc:
-            message = _readable(exc)
-            if not isinstance(exc, IndexesError | RagAppError):
-                logger.exception("document %s failed unexpectedly", document_id)
-            else:
-                logger.warning("document %s failed: %s", document_id, message)
-            heartbeat.cancel()
-            await self._remove_chunks(loaded, document_id)
-            await self._finish(document_id, job_id, DocumentStatus.failed, 0, message)
-            return DocumentStatus.failed.value
+        except Exception:
+            # Recording failed (the database went away): stop the other documents too rather
+            # than leave their threads running unowned. What cannot be handed back now goes
+            # stale and is recovered by the sweep.
+            with contextlib.suppress(Exception):
+                await self._give_back(claim, runs, preparing, None)
+            raise
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-            if loaded is not None:
-                await self._recount(loaded.document.knowledge_id)
+        for run in runs:
+            if run.outcome is None:  # deleted or taken over while it ran
+                logger.info("document %s: run %s cancelled", run.id, claim)
+            outcomes[run.id] = run.outcome or "cancelled"
+        return outcomes
 
-    async def _give_back(
-        self,
-        document_id: int,
-        job_id: str,
-        tracker: _StoppableTracker,
-        work: asyncio.Task[int] | None,
-        loaded: _Loaded | None,
-    ) -> None:
-        """The run was cancelled (the worker is stopping): end it at a safe point and hand
-        the document back, unclaimed and ``uploading``, so the queue's retry (or the next
-        recovery sweep) runs it again. Left claimed, it would wait ``jobs.stale_after_seconds``
-        and then be failed as interrupted.
+    async def _prepare(self, run: _Run) -> None:
+        """Parse, split and embed one document: sets ``run.nodes`` or ``run.error``."""
+        try:
+            run.nodes = await self._embed(run)
+        except _Stopped:
+            pass  # the worker is stopping or the claim was lost: nothing to record
+        except Exception as exc:
+            run.error = _readable(exc)
+            _log_failure(run.id, exc, run.error)
 
-        Embedding stops at its next batch; a parse or an index write in progress finishes
-        (a half-written index is worse than a late exit). Work that finished anyway is
-        recorded as completed. A failure while stopping is not recorded: the next run meets
-        it again and records it.
-        """
-        if work is not None and not work.done():
-            tracker.stop()
-            with contextlib.suppress(Exception):
-                await work
-            if not work.cancelled() and work.exception() is None:
-                if await self._finish(
-                    document_id, job_id, DocumentStatus.completed, work.result(), None
-                ):
-                    return
-                await self._remove_chunks(loaded, document_id)  # as for a lost claim above
-                return
-        # Only our own claim is given back: a no-op if it was recorded (or lost) already.
-        if await self._update_claimed(
-            document_id,
-            job_id,
-            status=DocumentStatus.uploading,
-            progress=0,
-            job_id=None,
-            heartbeat_at=None,
-        ):
-            logger.info("document %s: run %s stopped, document handed back", document_id, job_id)
-
-    async def _process(self, loaded: _Loaded, tracker: ProgressTracker) -> int:
+    async def _embed(self, run: _Run) -> list[BaseNode]:
         from indexes.pipeline import embed_document
         from indexes.readers import read_document
 
-        document, spec = loaded.document, loaded.spec
+        document, spec, tracker = run.document, run.spec, run.tracker
         data = await self.ctx.object_store.get_bytes(document.file_path)
         limit = self.ctx.settings.uploads.max_unpacked_mb * 1024 * 1024
         parsed = await anyio.to_thread.run_sync(
@@ -189,7 +177,7 @@ class IngestionJob:
                 embed_document(
                     spec,
                     parsed,
-                    document_id=document.id or 0,
+                    document_id=run.id,
                     embed_model=embed_model,
                     tokenizer=tokenizer,
                     progress=tracker.report,
@@ -198,26 +186,119 @@ class IngestionJob:
 
         nodes = await anyio.to_thread.run_sync(embed)
         tracker.stage(DocumentStatus.embedding, 1.0)
+        return nodes
+
+    async def _store(self, claim: str, wave: list[_Run]) -> None:
+        """Write the wave's ready documents to their stores in one write per knowledge base,
+        then record every document of the wave in one transaction."""
+        for runs in _by_knowledge(wave):
+            ready = [run for run in runs if run.nodes is not None and not run.lost]
+            if ready:
+                try:
+                    await self._write(runs[0].spec, ready)
+                except Exception as exc:
+                    message = _readable(exc)
+                    _log_failure(ready[0].id, exc, message)
+                    for run in ready:
+                        run.nodes, run.error = None, message
+            failed = [run.id for run in runs if run.error is not None]
+            # A failed document keeps no chunks, also none from an earlier version (reindex).
+            await self._remove_chunks(runs[0].spec, failed)
+        held = await self._record(claim, [run for run in wave if not run.lost])
+        for runs in _by_knowledge(wave):
+            lost = [run.id for run in runs if run.nodes is not None and run.id not in held]
+            if lost:  # deleted or taken over while it was written: its chunks go again
+                await self._remove_chunks(runs[0].spec, lost)
+
+    async def _write(self, spec: KnowledgeSpec, ready: list[_Run]) -> None:
         index = await anyio.to_thread.run_sync(self._index, spec)
-        await anyio.to_thread.run_sync(index.replace_document, document.id or 0, nodes)
-        return len(nodes)
+        chunks = {run.id: run.nodes or [] for run in ready}
+        await anyio.to_thread.run_sync(index.replace_documents, chunks)
 
     def _index(self, spec: KnowledgeSpec) -> KnowledgeIndex:
         return open_index_sync(self.ctx, spec)
 
-    async def _claim(self, document_id: int, job_id: str) -> bool:
+    async def _record(self, claim: str, wave: list[_Run]) -> set[int]:
+        """Record each document's outcome and recount its knowledge base, in one transaction.
+        Returns the documents whose claim held: the others were deleted or taken over."""
+        values: dict[int, dict[str, Any]] = {}
+        for run in wave:
+            done = run.nodes is not None
+            values[run.id] = {
+                "status": DocumentStatus.completed if done else DocumentStatus.failed,
+                "progress": 100 if done else 0,
+                "chunk_count": len(run.nodes) if run.nodes is not None else 0,
+                "error_msg": None if done else run.error,
+                "job_id": None,
+                "heartbeat_at": utcnow(),
+            }
+        async with self.ctx.sessionmaker() as session:
+            held = await _update_claimed(session, claim, values)
+            for knowledge_id in {run.spec.knowledge_id for run in wave}:
+                await session.exec(recount_statement(knowledge_id))
+            await session.commit()
+        for run in wave:
+            if run.id in held:
+                run.outcome = values[run.id]["status"].value
+        return held
+
+    async def _give_back(
+        self,
+        claim: str,
+        runs: list[_Run],
+        preparing: dict[asyncio.Task[None], _Run],
+        storing: asyncio.Task[None] | None,
+    ) -> None:
+        """The run was cancelled (the worker is stopping): end it at a safe point and hand
+        back what was not recorded, unclaimed and ``uploading``, so the queue's retry (or the
+        next recovery sweep) runs it again. Left claimed, it would wait
+        ``jobs.stale_after_seconds`` and then be failed as interrupted.
+
+        Embedding stops at its next batch; a parse or a store write in progress finishes (a
+        half-written index is worse than a late exit) and a write that finished is recorded.
+        A failure while stopping is not recorded: the next run meets it again and records it.
+        """
+        for run in preparing.values():
+            run.tracker.stop()
+        if preparing:
+            await asyncio.gather(*preparing, return_exceptions=True)
+        if storing is not None:
+            with contextlib.suppress(Exception):
+                await storing
+        back = [run for run in runs if run.outcome is None and not run.lost]
+        if not back:
+            return
+        values = {
+            run.id: {
+                "status": DocumentStatus.uploading,
+                "progress": 0,
+                "job_id": None,
+                "heartbeat_at": None,
+            }
+            for run in back
+        }
+        # Only our own claim is given back: a no-op for a document recorded (or lost) already.
+        async with self.ctx.sessionmaker() as session:
+            handed = await _update_claimed(session, claim, values)
+            await session.commit()
+        if handed:
+            logger.info("documents %s: run stopped, handed back", sorted(handed))
+
+    async def _claim_and_load(self, document_ids: Sequence[int], claim: str) -> list[_Run]:
+        """Claim the queued documents among ``document_ids`` and load them with their
+        knowledge base's spec, in one transaction."""
         stale = utcnow() - timedelta(seconds=self.ctx.settings.jobs.stale_after_seconds)
         statement = (
             update(Document)
             .where(
-                col(Document.id) == document_id,
+                col(Document.id).in_(document_ids),
                 # Only a queued document is claimed: a duplicate queue entry for a document that
                 # was processed meanwhile is a no-op instead of a second run.
                 col(Document.status) == DocumentStatus.uploading,
                 or_(col(Document.job_id).is_(None), col(Document.heartbeat_at) < stale),
             )
             .values(
-                job_id=job_id,
+                job_id=claim,
                 status=DocumentStatus.parsing,
                 progress=0,
                 error_msg=None,
@@ -226,82 +307,58 @@ class IngestionJob:
             .execution_options(synchronize_session=False)
         )
         async with self.ctx.sessionmaker() as session:
-            result = await session.exec(statement)
+            claimed = await session.exec(statement)
+            if not claimed.rowcount:
+                await session.commit()
+                return []
+            query = select(Document).where(col(Document.job_id) == claim)
+            documents = list((await session.exec(query)).all())
             await session.commit()
-            return bool(result.rowcount)
+            runs: list[_Run] = []
+            for knowledge_id, group in _grouped(documents, lambda d: d.knowledge_id).items():
+                knowledge = await session.get(Knowledge, knowledge_id)
+                if knowledge is None:  # deleted meanwhile, and with it its documents
+                    continue
+                spec = await spec_for(self.ctx, session, knowledge)
+                runs.extend(_Run(document, spec) for document in group)
+            return runs
 
-    async def _load(self, document_id: int) -> _Loaded:
-        async with self.ctx.sessionmaker() as session:
-            document = await session.get(Document, document_id)
-            if document is None:
-                raise JobCancelled()
-            knowledge = await session.get(Knowledge, document.knowledge_id)
-            if knowledge is None:
-                raise JobCancelled()
-            return _Loaded(document, await spec_for(self.ctx, session, knowledge))
-
-    async def _heartbeat(self, document_id: int, job_id: str, tracker: ProgressTracker) -> None:
-        """Write status and progress each second they change (and every KEEPALIVE_SECONDS
-        anyway); stop the run if the claim was lost."""
-        written, written_at = None, time.monotonic()
+    async def _heartbeat(self, claim: str, runs: list[_Run]) -> None:
+        """Write each document's status and progress each second they change (and every
+        KEEPALIVE_SECONDS anyway); stop a document whose claim was lost."""
+        written: dict[int, Snapshot] = {}
+        kept_alive = time.monotonic()
         while True:
             await asyncio.sleep(HEARTBEAT_SECONDS)
-            snapshot = tracker.snapshot()
-            if snapshot == written and time.monotonic() - written_at < KEEPALIVE_SECONDS:
+            active = [run for run in runs if run.outcome is None and not run.lost]
+            snapshots = {run.id: run.tracker.snapshot() for run in active}
+            if time.monotonic() - kept_alive >= KEEPALIVE_SECONDS:
+                kept_alive = time.monotonic()
+            else:
+                snapshots = {i: s for i, s in snapshots.items() if s != written.get(i)}
+            if not snapshots:
                 continue
-            written, written_at = snapshot, time.monotonic()
-            held = await self._update_claimed(
-                document_id,
-                job_id,
-                status=snapshot.status,
-                progress=snapshot.progress,
-                heartbeat_at=utcnow(),
-            )
-            if not held:
-                logger.info("document %s: claim lost, stopping heartbeat", document_id)
-                return
+            values = {
+                document_id: {
+                    "status": snapshot.status,
+                    "progress": snapshot.progress,
+                    "heartbeat_at": utcnow(),
+                }
+                for document_id, snapshot in snapshots.items()
+            }
+            async with self.ctx.sessionmaker() as session:
+                held = await _update_claimed(session, claim, values)
+                await session.commit()
+            written.update(snapshots)
+            for run in active:
+                if run.id in snapshots and run.id not in held and run.outcome is None:
+                    logger.info("document %s: claim lost, stopping", run.id)
+                    run.lost = True
+                    run.tracker.stop()
 
-    async def _update_claimed(self, document_id: int, claim: str, **values: object) -> bool:
-        statement = (
-            update(Document)
-            .where(col(Document.id) == document_id, col(Document.job_id) == claim)
-            .values(**values)
-            # The session is thrown away right after: syncing its (empty) identity map only
-            # costs the ORM's evaluation work, a visible share of a small document's CPU.
-            .execution_options(synchronize_session=False)
-        )
-        async with self.ctx.sessionmaker() as session:
-            result = await session.exec(statement)
-            await session.commit()
-            return bool(result.rowcount)
-
-    async def _finish(
-        self,
-        document_id: int,
-        job_id: str,
-        status: DocumentStatus,
-        chunk_count: int,
-        error: str | None,
-    ) -> bool:
-        """Record the outcome; False when the claim was lost (document deleted or re-claimed)."""
-        return await self._update_claimed(
-            document_id,
-            job_id,
-            status=status,
-            progress=100 if status == DocumentStatus.completed else 0,
-            chunk_count=chunk_count,
-            error_msg=error,
-            job_id=None,
-            heartbeat_at=utcnow(),
-        )
-
-    async def _remove_chunks(self, loaded: _Loaded | None, document_id: int) -> None:
-        if loaded is None:
-            try:
-                loaded = await self._load(document_id)
-            except JobCancelled:
-                return  # the knowledge base is gone, and with it its index
-        spec = loaded.spec
+    async def _remove_chunks(self, spec: KnowledgeSpec, document_ids: list[int]) -> None:
+        if not document_ids:
+            return
         try:
             if not await self._knowledge_exists(spec.knowledge_id):
                 # The knowledge base was deleted while this run worked. Its deletion dropped the
@@ -310,18 +367,51 @@ class IngestionJob:
                 await anyio.to_thread.run_sync(drop_index_sync, self.ctx, spec)
                 return
             index = await anyio.to_thread.run_sync(self._index, spec)
-            await anyio.to_thread.run_sync(lambda: index.delete_document(document_id))
+            await anyio.to_thread.run_sync(index.delete_documents, document_ids)
         except Exception:
-            logger.exception("document %s: could not remove its chunks", document_id)
+            logger.exception("documents %s: could not remove their chunks", document_ids)
 
     async def _knowledge_exists(self, knowledge_id: int) -> bool:
         async with self.ctx.sessionmaker() as session:
             return await session.get(Knowledge, knowledge_id) is not None
 
-    async def _recount(self, knowledge_id: int) -> None:
-        async with self.ctx.sessionmaker() as session:
-            with contextlib.suppress(RagAppError):
-                await KnowledgeService(session).recount(knowledge_id, reload=False)
+
+async def _update_claimed(
+    session: AsyncSession, claim: str, values: dict[int, dict[str, Any]]
+) -> set[int]:
+    """Update each document still held by ``claim``; returns those it updated. One statement
+    per document (its own values), all in the caller's transaction."""
+    held = set()
+    for document_id, row in values.items():
+        statement = (
+            update(Document)
+            .where(col(Document.id) == document_id, col(Document.job_id) == claim)
+            .values(**row)
+            # The session is thrown away right after: syncing its (empty) identity map only
+            # costs the ORM's evaluation work, a visible share of a small document's CPU.
+            .execution_options(synchronize_session=False)
+        )
+        if (await session.exec(statement)).rowcount:
+            held.add(document_id)
+    return held
+
+
+def _grouped(items: Iterable[Any], key: Any) -> dict[Any, list[Any]]:
+    groups: dict[Any, list[Any]] = defaultdict(list)
+    for item in items:
+        groups[key(item)].append(item)
+    return groups
+
+
+def _by_knowledge(runs: list[_Run]) -> list[list[_Run]]:
+    return list(_grouped(runs, lambda run: run.spec.knowledge_id).values())
+
+
+def _log_failure(document_id: int, exc: Exception, message: str) -> None:
+    if isinstance(exc, IndexesError | RagAppError):
+        logger.warning("document %s failed: %s", document_id, message)
+    else:
+        logger.exception("document %s failed unexpectedly", document_id, exc_info=exc)
 
 
 def _readable(exc: Exception) -> str:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
@@ -49,8 +50,9 @@ class InProcessQueue:
                 await task
         self._tasks.clear()
 
-    async def enqueue(self, document_id: int) -> None:
-        self._queue.put_nowait(document_id)
+    async def enqueue(self, document_ids: Sequence[int]) -> None:
+        for document_id in document_ids:
+            self._queue.put_nowait(document_id)
 
     async def check(self) -> None:
         return None  # in process: always there
@@ -62,19 +64,26 @@ class InProcessQueue:
     async def _work(self) -> None:
         job = IngestionJob(self.ctx)
         while True:
-            document_id = await self._queue.get()
+            batch = await self._next_batch()
             try:
-                await job.run(document_id)
-            except Exception:  # one broken document must not stop the worker
-                logger.exception("ingestion of document %s crashed", document_id)
+                await job.run_many(batch)
+            except Exception:  # one broken batch must not stop the worker
+                logger.exception("ingestion of documents %s crashed", batch)
             finally:
-                self._queue.task_done()
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _next_batch(self) -> list[int]:
+        """The next queued document, and as many more as are waiting, up to the batch size."""
+        batch = [await self._queue.get()]
+        while len(batch) < self.ctx.settings.jobs.batch_documents and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        return batch
 
     async def _recover_periodically(self) -> None:
         interval = max(self.ctx.settings.jobs.stale_after_seconds / 2, 15)
         while True:
-            for document_id in await recover_stale_documents(self.ctx):
-                await self.enqueue(document_id)
+            await self.enqueue(await recover_stale_documents(self.ctx))
             await asyncio.sleep(interval)
 
 
@@ -118,17 +127,20 @@ class SaqQueue:
         except RedisError as exc:
             raise BackendUnavailable("Redis (the job queue) is not reachable") from exc
 
-    async def enqueue(self, document_id: int) -> None:
+    async def enqueue(self, document_ids: Sequence[int]) -> None:
         await self._connect()
-        # A fresh key per request: SAQ keeps finished jobs for a while under their key and
-        # would silently drop a retry that reused it.
-        await self.queue.enqueue(
-            INGEST_FUNCTION,
-            key=f"doc-{document_id}-{uuid.uuid4().hex}",
-            document_id=document_id,
-            timeout=0,  # no SAQ time limit: progress heartbeats in the database cover hangs
-            retries=1,
-        )
+        size = self.ctx.settings.jobs.batch_documents
+        for start in range(0, len(document_ids), size):
+            batch = list(document_ids[start : start + size])
+            # A fresh key per request: SAQ keeps finished jobs for a while under their key and
+            # would silently drop a retry that reused it.
+            await self.queue.enqueue(
+                INGEST_FUNCTION,
+                key=f"doc-{batch[0]}-{uuid.uuid4().hex}",
+                document_ids=batch,
+                timeout=0,  # no SAQ time limit: progress heartbeats in the database cover hangs
+                retries=1,
+            )
 
 
 def build_saq_queue(redis_url: str, name: str) -> Queue:
@@ -145,7 +157,9 @@ def build_job_queue(ctx: AppContext) -> InProcessQueue | SaqQueue:
     return InProcessQueue(ctx)
 
 
-async def saq_ingest(saq_ctx: dict[str, Any], *, document_id: int) -> str:
-    """The SAQ job function: the worker's AppContext is in its SAQ context."""
+async def saq_ingest(saq_ctx: dict[str, Any], *, document_ids: list[int]) -> dict[str, str]:
+    """The SAQ job function: the worker's AppContext is in its SAQ context. The result (kept
+    in Redis for a while) is each document's final status, by document id."""
     app_ctx: AppContext = saq_ctx["app_ctx"]
-    return await IngestionJob(app_ctx).run(document_id)
+    outcomes = await IngestionJob(app_ctx).run_many(document_ids)
+    return {str(document_id): status for document_id, status in outcomes.items()}

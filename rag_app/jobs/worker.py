@@ -33,25 +33,32 @@ async def recover(saq_ctx: dict[str, Any]) -> int:
     """Cron job (one worker runs it each minute): fail abandoned runs, queue stuck uploads."""
     app_ctx: AppContext = saq_ctx["app_ctx"]
     requeue = await recover_stale_documents(app_ctx)
-    for document_id in requeue:
-        await app_ctx.job_queue.enqueue(document_id)
+    await app_ctx.job_queue.enqueue(requeue)
     return len(requeue)
 
 
-async def ingest(saq_ctx: dict[str, Any], *, document_id: int) -> str:
+async def ingest(
+    saq_ctx: dict[str, Any],
+    *,
+    document_ids: list[int] | None = None,
+    document_id: int | None = None,
+) -> dict[str, str]:
     """``saq_ingest``; a run cancelled (this worker stopping, or SAQ aborting the job) hands its
-    document back, and it is queued again here. SAQ's own retry after a cancellation is not
+    documents back, and they are queued again here. SAQ's own retry after a cancellation is not
     enough: it skips aborted jobs (its sweep aborts a job caught between dequeue and start),
-    and it can come before the hand-back, when the document still looks claimed. A duplicate
-    entry is harmless: the database claim runs the document once."""
+    and it can come before the hand-back, when a document still looks claimed. A duplicate
+    entry is harmless: the database claim runs a document once.
+
+    ``document_id``: jobs queued by a version that queued one document per job."""
+    batch = list(document_ids or []) + ([document_id] if document_id is not None else [])
     try:
-        return await saq_ingest(saq_ctx, document_id=document_id)
+        return await saq_ingest(saq_ctx, document_ids=batch)
     except asyncio.CancelledError:
         app_ctx: AppContext = saq_ctx["app_ctx"]
         try:
-            await app_ctx.job_queue.enqueue(document_id)
-        except BackendUnavailable as exc:  # the recovery sweep queues it later
-            logger.warning("document %s not queued again: %s", document_id, exc.detail)
+            await app_ctx.job_queue.enqueue(batch)
+        except BackendUnavailable as exc:  # the recovery sweep queues them later
+            logger.warning("documents %s not queued again: %s", batch, exc.detail)
         raise
 
 

@@ -11,8 +11,10 @@ from pathlib import Path
 from indexes.knowledge_index import KnowledgeIndex
 from indexes.specs import StoreSettings
 from rag_app.db.models import Document
+from rag_app.db.types import utcnow
 from rag_app.domain.documents.service import original_key
 from rag_app.jobs.ingest import IngestionJob
+from tests import fixtures_docs as docs
 from tests.conftest import Api
 from tests.integration.test_documents import (
     new_kb,
@@ -21,7 +23,7 @@ from tests.integration.test_documents import (
     upload,
     wait_done,
 )
-from tests.integration.test_jobs import guide, job_context
+from tests.integration.test_jobs import guide, job_context, set_columns
 from tests.integration.test_stores import DIM, ENGLISH, make_nodes, make_spec
 
 
@@ -91,3 +93,36 @@ async def test_many_documents_of_one_knowledge_base_at_once(api: Api) -> None:
     total = sum(final["chunk_count"] for final in finals)
     assert await store_counts(api, kb["id"]) == (total, total)
     await settled_kb(api, user, kb["id"], documents=len(files), chunks=total)
+
+
+async def test_a_batch_records_each_document_on_its_own(api: Api) -> None:
+    """One run of several documents (a worker takes a batch from the queue): a file with no
+    text fails alone with its reason, a document held by another live run is skipped, the
+    others complete, and the knowledge base's counts come out right."""
+    user = await api.user()
+    kb = await new_kb(api, user, chunk_size=100, chunk_overlap=10)
+    good = [
+        await queued_document(api, kb["id"], f"{topic}.md", guide(topic, sentences=30))
+        for topic in ("leave", "travel", "payroll")
+    ]
+    scanned = await queued_document(api, kb["id"], "scan.pdf", docs.scanned_pdf())
+    held = await queued_document(api, kb["id"], "held.md", guide("safety"))
+    await set_columns(api, held.id or 0, job_id="another-run", heartbeat_at=utcnow())
+    documents = [*good, scanned, held]
+
+    outcomes = await IngestionJob(job_context(api)).run_many([d.id or 0 for d in documents])
+
+    assert outcomes == {
+        **{d.id: "completed" for d in good},
+        scanned.id: "failed",
+        held.id: "skipped",
+    }
+    finals = [await wait_done(api, user, d.id or 0) for d in [*good, scanned]]
+    for final in finals[:3]:
+        assert final["chunk_count"] > 1
+        assert await store_counts(api, kb["id"], final["id"]) == (final["chunk_count"],) * 2
+    assert finals[3]["status"] == "failed"
+    assert "no text" in finals[3]["error_msg"].lower()
+    assert await store_counts(api, kb["id"], scanned.id) == (0, 0)
+    total = sum(final["chunk_count"] for final in finals)
+    await settled_kb(api, user, kb["id"], documents=len(documents), chunks=total)

@@ -108,11 +108,10 @@ class DocumentService:
     async def _enqueue(self, document_ids: list[int]) -> None:
         """Queue saved documents. A queue that fails now (checked just before) leaves them in
         ``uploading``, where the stale-job sweep finds and queues them again: nothing is lost."""
-        for document_id in document_ids:
-            try:
-                await self.ctx.job_queue.enqueue(document_id)
-            except Exception:
-                logger.exception("document %s saved but not queued; the sweep will", document_id)
+        try:
+            await self.ctx.job_queue.enqueue(document_ids)
+        except Exception:
+            logger.exception("documents %s saved but not queued; the sweep will", document_ids)
 
     @staticmethod
     def _describe(document: Document, received: ReceivedFile, extension: str) -> None:

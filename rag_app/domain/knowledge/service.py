@@ -6,7 +6,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 import anyio
-from sqlalchemy import func, update
+from sqlalchemy import Update, func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -179,31 +179,33 @@ class KnowledgeService:
         await self.session.delete(knowledge)
         await self.session.commit()
 
-    async def recount(self, knowledge_id: int, *, reload: bool = True) -> Knowledge | None:
-        """Set document_count and total_chunks from rag_document. One UPDATE with subqueries,
-        so concurrent recounts cannot interleave a read and a write. ``reload=False`` (the
-        ingestion job, once per document) skips reading the row back and returns None."""
-        documents = (
-            select(func.count())
-            .select_from(Document)
-            .where(col(Document.knowledge_id) == knowledge_id)
-            .scalar_subquery()
-        )
-        chunks = (
-            select(func.coalesce(func.sum(col(Document.chunk_count)), 0))
-            .where(col(Document.knowledge_id) == knowledge_id)
-            .scalar_subquery()
-        )
-        statement = (
-            update(Knowledge)
-            .where(col(Knowledge.id) == knowledge_id)
-            .values(document_count=documents, total_chunks=chunks)
-        )
-        await self.session.exec(statement)
+    async def recount(self, knowledge_id: int) -> Knowledge:
+        """Set document_count and total_chunks from rag_document (``recount_statement``),
+        commit, and return the knowledge base as it is now."""
+        await self.session.exec(recount_statement(knowledge_id))
         await self.session.commit()
-        if not reload:
-            return None
         knowledge = await self.session.get(Knowledge, knowledge_id, populate_existing=True)
         if knowledge is None:
             raise NotFound(f"knowledge base {knowledge_id} not found")
         return knowledge
+
+
+def recount_statement(knowledge_id: int) -> Update:
+    """Set document_count and total_chunks of the knowledge base from rag_document: one
+    UPDATE with subqueries, so concurrent recounts cannot interleave a read and a write."""
+    documents = (
+        select(func.count())
+        .select_from(Document)
+        .where(col(Document.knowledge_id) == knowledge_id)
+        .scalar_subquery()
+    )
+    chunks = (
+        select(func.coalesce(func.sum(col(Document.chunk_count)), 0))
+        .where(col(Document.knowledge_id) == knowledge_id)
+        .scalar_subquery()
+    )
+    return (
+        update(Knowledge)
+        .where(col(Knowledge.id) == knowledge_id)
+        .values(document_count=documents, total_chunks=chunks)
+    )
