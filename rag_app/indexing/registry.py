@@ -11,7 +11,14 @@ import threading
 from indexes.batching import BatchingEmbedding
 from indexes.embedding_process import ProcessEmbedding, pool_shape
 from indexes.knowledge_index import KnowledgeIndex
-from indexes.models import LOCAL, Tokenizer, build_embedding, build_tokenizer, local_model_dir
+from indexes.models import (
+    LOCAL,
+    LOCAL_BATCH_SIZE,
+    Tokenizer,
+    build_embedding,
+    build_tokenizer,
+    local_model_dir,
+)
 from indexes.specs import KnowledgeSpec, ModelSpec, StoreSettings
 
 
@@ -66,6 +73,10 @@ class EmbeddingRegistry:
             return BatchingEmbedding(build_embedding(spec))
         processes, threads = pool_shape(processes=self._local_processes)
         model = ProcessEmbedding(
-            local_model_dir(spec), label=spec.model_name, processes=processes, threads=threads
+            local_model_dir(spec),
+            label=spec.model_name,
+            processes=processes,
+            threads=threads,
+            batch_size=LOCAL_BATCH_SIZE,
         )
         return BatchingEmbedding(model, parallel=processes)

@@ -3,6 +3,7 @@ caller's failure does not fail the others."""
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -52,3 +53,42 @@ def test_queries_are_not_delayed_by_batching(openai_server: OpenAIServer) -> Non
     vector = model.get_query_embedding("what is the policy")
     expected = hashed_embedding("what is the policy", openai_server.embedding_dimension)
     assert vector == pytest.approx(expected, abs=1e-6)
+
+
+def test_batches_group_texts_of_similar_length(openai_server: OpenAIServer) -> None:
+    """A model pads each text to its batch's longest: short and long texts that arrive
+    interleaved are embedded in separate batches, not in arrival order."""
+    spec = ModelSpec(
+        provider="openai-compatible",
+        model_name="embedder",
+        model_type="embedding",
+        base_url=openai_server.base_url,
+        api_key=SecretStr(DEFAULT_API_KEY),
+    )
+    model = BatchingEmbedding(build_embedding(spec, max_retries=0), batch_size=4)
+    short = [f"short {i}" for i in range(8)]
+    long = [f"a much longer text, number {i}, " * 6 for i in range(8)]
+    interleaved = [text for pair in zip(short, long, strict=True) for text in pair]
+    openai_server.hang(30, times=1, path="/embeddings")  # until release()
+
+    with ThreadPoolExecutor(max_workers=len(interleaved) + 1) as pool:
+        first = pool.submit(model.get_text_embedding_batch, ["the first text"])
+        deadline = time.monotonic() + 10
+        while not openai_server.requests_to("/embeddings"):  # the model is busy with it
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        waiting = []
+        for text in interleaved:  # one caller each, in this order
+            waiting.append(pool.submit(model.get_text_embedding_batch, [text]))
+            time.sleep(0.01)
+        openai_server.release()
+        assert len(first.result()[0]) == openai_server.embedding_dimension
+        vectors = [future.result()[0] for future in waiting]
+
+    for text, vector in zip(interleaved, vectors, strict=True):
+        expected = hashed_embedding(text, openai_server.embedding_dimension)
+        assert vector == pytest.approx(expected, abs=1e-6)
+    batches = [request.body["input"] for request in openai_server.requests_to("/embeddings")]
+    assert len(batches) == 5
+    for batch in batches[1:]:
+        assert set(batch) <= set(short) or set(batch) <= set(long), batch
