@@ -211,6 +211,29 @@ async def test_saq_worker_processes_uploaded_documents(
         )
 
 
+async def test_saq_jobs_carry_batches_of_documents(
+    redis_ctx: AppContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_ctx.settings.jobs, "batch_documents", 2)
+    knowledge = await seed_knowledge(redis_ctx, chunk_size=100, chunk_overlap=10)
+    files = [tmp_path / f"{topic}.md" for topic in ("leave", "travel", "expense", "pay", "safety")]
+    for path in files:
+        path.write_bytes(guide(path.stem, sentences=20))
+    ids = await upload_files(redis_ctx, knowledge.id or 0, files)
+    queue = redis_ctx.job_queue
+    assert isinstance(queue, SaqQueue)
+    jobs = [job async for job in queue.queue.iter_jobs() if job.function == INGEST_FUNCTION]
+    assert sorted(job.kwargs["document_ids"] for job in jobs) == [ids[0:2], ids[2:4], ids[4:]]
+
+    async with running(build_worker(redis_ctx, concurrency=2)):
+        documents = await wait_documents(redis_ctx, ids)
+        assert await ingest_results(redis_ctx, expected=5) == ["completed"] * 5
+    for document in documents:
+        assert document.status == "completed", document.error_msg
+        expected = (document.chunk_count, document.chunk_count)
+        assert await counts_in(redis_ctx, knowledge.id or 0, document.id) == expected
+
+
 async def test_a_document_queued_twice_is_processed_once(
     redis_ctx: AppContext, tmp_path: Path
 ) -> None:
