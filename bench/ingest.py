@@ -51,7 +51,11 @@ def synthetic_corpus(count: int) -> list[tuple[str, str]]:
 
 
 async def ingest(
-    records: list[tuple[str, str]], workers: int, processes: int | None, data_dir: Path
+    records: list[tuple[str, str]],
+    workers: int,
+    processes: int | None,
+    batch_documents: int | None,
+    data_dir: Path,
 ) -> dict[str, Any]:
     from rag_app.context import AppContext
     from rag_app.db.models import Document, Knowledge, Llm, User
@@ -63,7 +67,11 @@ async def ingest(
     settings = Settings(
         environment="test",
         data_dir=data_dir,
-        jobs={"workers": workers, "embedding_processes": processes},
+        jobs={
+            "workers": workers,
+            "embedding_processes": processes,
+            **({"batch_documents": batch_documents} if batch_documents else {}),
+        },
         uploads={"max_files_per_request": 100},
     )
     ctx = AppContext.create(settings)
@@ -215,6 +223,12 @@ def main() -> None:
         help="jobs.embedding_processes (default: the setting's default; 0: in process)",
     )
     parser.add_argument(
+        "--batch-documents",
+        type=int,
+        default=None,
+        help="jobs.batch_documents (default: the setting's default)",
+    )
+    parser.add_argument(
         "--raw-batch-sizes",
         default="8,32",
         help="batch sizes of the raw measurement; the ratio is against the fastest",
@@ -229,7 +243,9 @@ def main() -> None:
         sys.exit(f"{args.dataset}/corpus.jsonl not found; pass --dataset or --synthetic N")
 
     with tempfile.TemporaryDirectory(prefix="rag-bench-") as tmp:
-        result = asyncio.run(ingest(records, args.workers, args.embedding_processes, Path(tmp)))
+        result = asyncio.run(
+            ingest(records, args.workers, args.embedding_processes, args.batch_documents, Path(tmp))
+        )
     raw = raw_embedding_seconds(result["texts"], [int(b) for b in args.raw_batch_sizes.split(",")])
     raw_batch, (raw_seconds, raw_cpu) = min(raw.items(), key=lambda item: item[1][0])
     pipeline_rate = result["chunks"] / result["seconds"]
@@ -242,7 +258,8 @@ def main() -> None:
     )
     print(
         f"pipeline:          {result['chunks']} chunks in {result['seconds']:.1f} s "
-        f"= {pipeline_rate:.1f} chunks/s ({result['failed']} failed, {args.workers} workers)"
+        f"= {pipeline_rate:.1f} chunks/s ({result['failed']} failed, {args.workers} workers, "
+        f"batches of {args.batch_documents or 'default'})"
     )
     for batch_size, (seconds, _) in raw.items():
         print(
