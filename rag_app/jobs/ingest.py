@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from sqlalchemy import or_, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
 
 from indexes.errors import IndexesError
@@ -219,8 +220,8 @@ class IngestionJob:
         return open_index_sync(self.ctx, spec)
 
     async def _record(self, claim: str, wave: list[_Run]) -> set[int]:
-        """Record each document's outcome and recount its knowledge base, in one transaction.
-        Returns the documents whose claim held: the others were deleted or taken over."""
+        """Record each document's outcome in one transaction, then recount their knowledge
+        bases. Returns the documents whose claim held: the others were deleted or taken over."""
         values: dict[int, dict[str, Any]] = {}
         for run in wave:
             done = run.nodes is not None
@@ -234,13 +235,26 @@ class IngestionJob:
             }
         async with self.ctx.sessionmaker() as session:
             held = await _update_claimed(session, claim, values)
-            for knowledge_id in {run.spec.knowledge_id for run in wave}:
-                await session.exec(recount_statement(knowledge_id))
             await session.commit()
         for run in wave:
             if run.id in held:
                 run.outcome = values[run.id]["status"].value
+        # A transaction of its own: the recount reads every document row of the knowledge
+        # base, and inside the outcome transaction (holding its documents' row locks) two
+        # batches of one knowledge base deadlocked on MariaDB, each waiting for the other's rows.
+        for knowledge_id in {run.spec.knowledge_id for run in wave}:
+            await self._recount(knowledge_id)
         return held
+
+    async def _recount(self, knowledge_id: int) -> None:
+        """Counts are derived, so a failed recount is logged, not fatal: the outcomes are
+        recorded, and the next recount of the knowledge base sets the counts right."""
+        try:
+            async with self.ctx.sessionmaker() as session:
+                await session.exec(recount_statement(knowledge_id))
+                await session.commit()
+        except SQLAlchemyError as exc:
+            logger.warning("knowledge base %s: recount failed: %s", knowledge_id, exc)
 
     async def _give_back(
         self,

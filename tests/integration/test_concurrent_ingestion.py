@@ -126,3 +126,25 @@ async def test_a_batch_records_each_document_on_its_own(api: Api) -> None:
     assert await store_counts(api, kb["id"], scanned.id) == (0, 0)
     total = sum(final["chunk_count"] for final in finals)
     await settled_kb(api, user, kb["id"], documents=len(documents), chunks=total)
+
+
+async def test_concurrent_batches_of_one_knowledge_base_all_record(api: Api) -> None:
+    """Batches of one knowledge base recording and recounting at the same time (several
+    workers): on MariaDB a recount inside the outcome transaction deadlocked with another
+    batch's, so recounts run in transactions of their own."""
+    user = await api.user()
+    kb = await new_kb(api, user, chunk_size=100, chunk_overlap=10)
+    documents = [
+        await queued_document(api, kb["id"], f"part{n}.md", guide(f"part{n}", sentences=6))
+        for n in range(12)
+    ]
+    ids = [document.id or 0 for document in documents]
+    job = IngestionJob(job_context(api))
+
+    outcomes = await asyncio.gather(*(job.run_many(ids[n : n + 2]) for n in range(0, 12, 2)))
+
+    assert [status for batch in outcomes for status in batch.values()] == ["completed"] * 12
+    finals = [await wait_done(api, user, document_id) for document_id in ids]
+    total = sum(final["chunk_count"] for final in finals)
+    assert await store_counts(api, kb["id"]) == (total, total)
+    await settled_kb(api, user, kb["id"], documents=12, chunks=total)
