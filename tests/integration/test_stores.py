@@ -364,13 +364,19 @@ def test_milvus_data_survives_a_restart(tmp_path: Path) -> None:
         assert [c.text for c in chunks] == BANK_FAQ[:2]
 
 
+def index_with_two_documents(stores: StoreSettings, backend: str) -> KnowledgeIndex:
+    """Document 1 (three English chunks) and an old one-chunk version of document 2."""
+    knowledge = KnowledgeIndex.open(make_spec(backend), stores, DIM)
+    knowledge.replace_document(1, make_nodes(1, ENGLISH))
+    knowledge.replace_document(2, make_nodes(2, ["an old version of document two"]))
+    return knowledge
+
+
 @pytest.mark.parametrize("backend", ["bm25", "milvus"])
 def test_a_failed_vector_write_leaves_no_partial_document_anywhere(
     stores: StoreSettings, backend: str
 ) -> None:
-    knowledge = KnowledgeIndex.open(make_spec(backend), stores, DIM)
-    knowledge.replace_document(1, make_nodes(1, ENGLISH))
-    knowledge.replace_document(2, make_nodes(2, ["an old version of document two"]))
+    knowledge = index_with_two_documents(stores, backend)
     # 120 chunks: llama-index inserts 100 per batch, so Milvus has stored the first batch
     # when it rejects the second, whose chunk 110 has a vector of the wrong dimension.
     texts = [f"银行 存款 利率 说明 第{i}条" for i in range(120)]
@@ -395,9 +401,7 @@ def test_a_failed_vector_write_leaves_no_partial_document_anywhere(
 def test_a_failed_batch_write_leaves_none_of_its_documents_anywhere(
     stores: StoreSettings, backend: str
 ) -> None:
-    knowledge = KnowledgeIndex.open(make_spec(backend), stores, DIM)
-    knowledge.replace_document(1, make_nodes(1, ENGLISH))
-    knowledge.replace_document(2, make_nodes(2, ["an old version of document two"]))
+    knowledge = index_with_two_documents(stores, backend)
     batch = {
         2: make_nodes(2, [f"银行 存款 利率 第{i}条" for i in range(60)]),
         3: make_nodes(3, [f"credit card fee rule {i}" for i in range(60)]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -15,7 +16,7 @@ from indexes.specs import ModelSpec
 from tests.openai_server import DEFAULT_API_KEY, OpenAIServer, hashed_embedding
 
 
-def _api_model(server: OpenAIServer) -> BatchingEmbedding:
+def _api_model(server: OpenAIServer, **options: Any) -> BatchingEmbedding:
     spec = ModelSpec(
         provider="openai-compatible",
         model_name="embedder",
@@ -23,7 +24,7 @@ def _api_model(server: OpenAIServer) -> BatchingEmbedding:
         base_url=server.base_url,
         api_key=SecretStr(DEFAULT_API_KEY),
     )
-    return BatchingEmbedding(build_embedding(spec, max_retries=0), max_wait=0.2)
+    return BatchingEmbedding(build_embedding(spec, max_retries=0), **{"max_wait": 0.2, **options})
 
 
 def test_concurrent_callers_share_requests_and_get_their_own_vectors(
@@ -58,14 +59,7 @@ def test_queries_are_not_delayed_by_batching(openai_server: OpenAIServer) -> Non
 def test_batches_group_texts_of_similar_length(openai_server: OpenAIServer) -> None:
     """A model pads each text to its batch's longest: short and long texts that arrive
     interleaved are embedded in separate batches, not in arrival order."""
-    spec = ModelSpec(
-        provider="openai-compatible",
-        model_name="embedder",
-        model_type="embedding",
-        base_url=openai_server.base_url,
-        api_key=SecretStr(DEFAULT_API_KEY),
-    )
-    model = BatchingEmbedding(build_embedding(spec, max_retries=0), batch_size=4)
+    model = _api_model(openai_server, batch_size=4, max_wait=0.02)
     short = [f"short {i}" for i in range(8)]
     long = [f"a much longer text, number {i}, " * 6 for i in range(8)]
     interleaved = [text for pair in zip(short, long, strict=True) for text in pair]
