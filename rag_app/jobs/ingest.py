@@ -90,6 +90,7 @@ class _Run:
     nodes: list[BaseNode] | None = None  # embedded chunks, ready to store
     error: str | None = None  # why it failed
     lost: bool = False  # the claim was lost (document deleted or taken over): stop, record nothing
+    stored: bool = False  # its chunks were written to the stores by this run
     outcome: str | None = None  # the final status, once recorded
 
     @property
@@ -197,6 +198,8 @@ class IngestionJob:
             if ready:
                 try:
                     await self._write(runs[0].spec, ready)
+                    for run in ready:
+                        run.stored = True
                 except Exception as exc:
                     message = _readable(exc)
                     _log_failure(ready[0].id, exc, message)
@@ -207,7 +210,7 @@ class IngestionJob:
             await self._remove_chunks(runs[0].spec, failed)
         held = await self._record(claim, [run for run in wave if not run.lost])
         for runs in _by_knowledge(wave):
-            lost = [run.id for run in runs if run.nodes is not None and run.id not in held]
+            lost = [run.id for run in runs if run.stored and run.id not in held]
             if lost:  # deleted or taken over while it was written: its chunks go again
                 await self._remove_chunks(runs[0].spec, lost)
 
