@@ -223,8 +223,8 @@ class IngestionJob:
         return open_index_sync(self.ctx, spec)
 
     async def _record(self, claim: str, wave: list[_Run]) -> set[int]:
-        """Record each document's outcome in one transaction, then recount their knowledge
-        bases. Returns the documents whose claim held: the others were deleted or taken over."""
+        """Record each document's outcome, then recount their knowledge bases. Returns the
+        documents whose claim held: the others were deleted or taken over."""
         values: dict[int, dict[str, Any]] = {}
         for run in wave:
             done = run.nodes is not None
@@ -242,9 +242,7 @@ class IngestionJob:
         for run in wave:
             if run.id in held:
                 run.outcome = values[run.id]["status"].value
-        # A transaction of its own: the recount reads every document row of the knowledge
-        # base, and inside the outcome transaction (holding its documents' row locks) two
-        # batches of one knowledge base deadlocked on MariaDB, each waiting for the other's rows.
+        # After the outcomes are committed, in a transaction of its own (see _update_claimed).
         for knowledge_id in {run.spec.knowledge_id for run in wave}:
             await self._recount(knowledge_id)
         return held
@@ -397,7 +395,10 @@ async def _update_claimed(
     session: AsyncSession, claim: str, values: dict[int, dict[str, Any]]
 ) -> set[int]:
     """Update each document still held by ``claim``; returns those it updated. One statement
-    per document (its own values), all in the caller's transaction."""
+    per document (its own values), each committed at once: a transaction holding several
+    document rows deadlocked on MariaDB with a recount, whose subquery locks every document
+    row of the knowledge base in id order (seen in CI). One row at a time never waits while
+    holding another."""
     held = set()
     for document_id, row in values.items():
         statement = (
@@ -410,6 +411,7 @@ async def _update_claimed(
         )
         if (await session.exec(statement)).rowcount:
             held.add(document_id)
+        await session.commit()
     return held
 
 
