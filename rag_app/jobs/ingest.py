@@ -238,7 +238,6 @@ class IngestionJob:
             }
         async with self.ctx.sessionmaker() as session:
             held = await _update_claimed(session, claim, values)
-            await session.commit()
         for run in wave:
             if run.id in held:
                 run.outcome = values[run.id]["status"].value
@@ -295,7 +294,6 @@ class IngestionJob:
         # Only our own claim is given back: a no-op for a document recorded (or lost) already.
         async with self.ctx.sessionmaker() as session:
             handed = await _update_claimed(session, claim, values)
-            await session.commit()
         if handed:
             logger.info("documents %s: run stopped, handed back", sorted(handed))
 
@@ -363,7 +361,6 @@ class IngestionJob:
             }
             async with self.ctx.sessionmaker() as session:
                 held = await _update_claimed(session, claim, values)
-                await session.commit()
             written.update(snapshots)
             for run in active:
                 if run.id in snapshots and run.id not in held and run.outcome is None:
