@@ -296,7 +296,7 @@ def _cl100k_tokenizer() -> Tokenizer:
 
 
 @cache
-def _local_tokenizer(folder: Path) -> Tokenizer:
+def local_tokenizer(folder: Path) -> Tokenizer:
     from tokenizers import Tokenizer as FastTokenizer
 
     tokenizer_file = folder / "tokenizer.json"
@@ -332,5 +332,5 @@ def build_tokenizer(spec: ModelSpec) -> Tokenizer:
     """Token counter for chunk sizing, without special tokens: a local model's own tokenizer,
     tiktoken cl100k_base (from llama-index-core's bundled copy) for API models."""
     if spec.provider == LOCAL:
-        return _local_tokenizer(local_model_dir(spec))
+        return local_tokenizer(local_model_dir(spec))
     return _cl100k_tokenizer()

@@ -24,6 +24,7 @@ from indexes.embedding_process import (
     ProcessEmbedding,
     pool_shape,
 )
+from indexes.embedding_worker import length_groups
 from indexes.errors import ModelError
 from indexes.frames import read_frame, write_frame
 from indexes.models import build_embedding, build_tokenizer, packaged_model_dir
@@ -78,6 +79,17 @@ def test_pool_shape_uses_every_core_with_few_copies_of_the_model() -> None:
     assert pool_shape(cores=16) == (4, 4)
     assert pool_shape(1, cores=2) == (1, 2)
     assert pool_shape(3, cores=8) == (3, 2)
+
+
+def test_texts_are_grouped_by_length_so_that_little_padding_is_computed() -> None:
+    lengths = [250, 12, 240, 10, 100, 254, 9, 95, 30]
+    groups = length_groups(lengths, max_size=2)
+    assert sorted(i for group in groups for i in group) == list(range(len(lengths)))
+    assert all(len(group) <= 2 for group in groups)
+    # Longest first; a text joins a group within 10% of its longest, or 8 tokens.
+    assert groups == [[5, 0], [2], [4, 7], [8], [1, 3], [6]]
+    assert length_groups([], max_size=8) == []
+    assert length_groups([7, 7, 7], max_size=8) == [[0, 1, 2]]
 
 
 def test_vectors_are_those_of_the_model_in_process(child: LocalModelProcess) -> None:
