@@ -20,18 +20,17 @@ query modes) reads exactly what we wrote. Collection layout (created by that cla
 Milvus Lite (``uri`` a ``.db`` path) runs in-process, one server per path shared by every
 client of the process (milvus_lite's ServerManager), and pymilvus pools one connection per
 address: many collections in one process need nothing more. Lite searches unflushed rows
-slowly (~55 ms against 4–10 ms flushed, RUNTIME-NOTES), so its writes are flushed, but once
-per quiet second rather than after every document (``_LiteFlusher``); a Milvus server
-rate-limits flush (0.1/s per collection by default) and searches growing segments anyway, so
-not there.
+slowly (~55 ms against 4–10 ms flushed, RUNTIME-NOTES), so its writes are flushed, but once a
+second rather than after every document; a Milvus server rate-limits flush (0.1/s per
+collection by default) and searches growing segments anyway, so not there. What else a Lite
+collection needs from its writers is in :mod:`indexes.stores.milvus_lite`.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import threading
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,7 @@ from indexes.stores.base import (
     node_document_id,
     node_position,
 )
+from indexes.stores.milvus_lite import lite_collection
 from indexes.tokenize import configure_jieba
 
 logger = logging.getLogger(__name__)
@@ -68,93 +68,6 @@ _COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 # a query iterator (which on Lite logs a harmless warning per call).
 _QUERY_WINDOW = 16_384
 _NODE_FIELDS = ["id", "doc_id", "position", TEXT_FIELD, "_node_content", "_node_type"]
-
-# Milvus Lite swaps out a collection's in-memory segment outside its own lock when it flushes:
-# two threads writing one collection at once can commit sequence numbers out of order, and the
-# later write fails ("current_seq is monotonic"), which failed documents ingested concurrently.
-# A Lite database belongs to one process, so a lock per collection here serialises its writers.
-_lite_write_locks: dict[tuple[str, str], threading.Lock] = {}
-_lite_write_locks_guard = threading.Lock()
-
-
-def _lite_write_lock(uri: str, collection_name: str) -> threading.Lock:
-    with _lite_write_locks_guard:
-        return _lite_write_locks.setdefault((uri, collection_name), threading.Lock())
-
-
-# A Lite flush costs ~15 ms and was an eighth of ingesting many one-chunk documents
-# (docs/benchmarks.md). Unflushed rows are durable (Lite's WAL) and visible (Strong
-# consistency), only slower to search, so one flush per quiet second after the last write is
-# enough; searches and listings flush first if rows are pending.
-LITE_FLUSH_DELAY_SECONDS = 1.0
-
-
-class _LiteFlusher:
-    """Debounced flush of one Lite collection, shared by every MilvusStore on it."""
-
-    def __init__(self, lock: threading.Lock) -> None:
-        self._write_lock = lock
-        self._guard = threading.Lock()
-        self._timer: threading.Timer | None = None
-        self._pending = False
-        self._flush_now: Callable[[], None] | None = None
-
-    def written(self, flush: Callable[[], None]) -> None:
-        """Rows were written (called under the write lock): flush within the delay."""
-        with self._guard:
-            self._pending, self._flush_now = True, flush
-            if self._timer is None:
-                self._timer = threading.Timer(LITE_FLUSH_DELAY_SECONDS, self._on_timer)
-                self._timer.daemon = True
-                self._timer.start()
-
-    def flush_pending(self) -> None:
-        """Flush now if rows are waiting (before a read)."""
-        if self._pending:
-            with self._write_lock:
-                self._flush_locked()
-
-    def forget(self) -> None:
-        """The collection was dropped: nothing left to flush."""
-        with self._guard:
-            self._pending, self._flush_now = False, None
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-
-    def _on_timer(self) -> None:
-        with self._guard:
-            self._timer = None
-        if not threading.main_thread().is_alive():
-            # The interpreter is exiting and Milvus Lite's executors are shut down: a flush
-            # would only fail noisily. The rows are safe in its write-ahead log.
-            return
-        try:
-            with self._write_lock:
-                self._flush_locked()
-        except Exception:  # a background flush must not die loudly; the next write retries
-            logger.warning("Milvus Lite background flush failed", exc_info=True)
-
-    def _flush_locked(self) -> None:
-        with self._guard:
-            flush, pending = self._flush_now, self._pending
-            self._pending = False
-        if pending and flush is not None:
-            try:
-                flush()
-            except Exception:
-                with self._guard:
-                    self._pending = True
-                raise
-
-
-_lite_flushers: dict[tuple[str, str], _LiteFlusher] = {}
-
-
-def _lite_flusher(uri: str, collection_name: str) -> _LiteFlusher:
-    lock = _lite_write_lock(uri, collection_name)
-    with _lite_write_locks_guard:
-        return _lite_flushers.setdefault((uri, collection_name), _LiteFlusher(lock))
 
 
 def document_filter(document_ids: Collection[int]) -> str:
@@ -189,11 +102,11 @@ class MilvusStore:
         self.full_text = full_text
         self.collection_name = vector_store.collection_name
         self.is_lite = uri.endswith(".db")
+        self._lite = lite_collection(uri, self.collection_name) if self.is_lite else None
         # A Milvus server orders concurrent writes itself.
         self._writing: AbstractContextManager[object] = (
-            _lite_write_lock(uri, self.collection_name) if self.is_lite else nullcontext()
+            self._lite.write_lock if self._lite is not None else nullcontext()
         )
-        self._flusher = _lite_flusher(uri, self.collection_name) if self.is_lite else None
 
     @classmethod
     def open(
@@ -326,15 +239,29 @@ class MilvusStore:
 
     def _written(self) -> None:
         """After a write, under the write lock: schedule the Lite flush."""
-        if self._flusher is not None:
+        if self._lite is not None:
             client, name = self.client, self.collection_name
-            self._flusher.written(lambda: client.flush(name))
+            self._lite.flusher.written(lambda: client.flush(name))
+
+    def _stored_documents(self) -> list[int] | None:
+        """Every document with rows in the collection (read once per process, on Lite), or
+        None for a collection too large for one query: Lite answers a query iterator with an
+        error it logs (no AllocTimestamp), which every process's first write would show."""
+        rows = self.client.query(
+            self.collection_name,
+            filter='doc_id != ""',
+            output_fields=["doc_id"],
+            limit=_QUERY_WINDOW,
+        )
+        if len(rows) >= _QUERY_WINDOW:
+            return None
+        return [int(row["doc_id"]) for row in rows]
 
     def flush_pending(self) -> None:
         """Before a search: flush rows still waiting for the debounced Lite flush."""
-        if self._flusher is not None:
+        if self._lite is not None:
             with self._translate("flush"):
-                self._flusher.flush_pending()
+                self._lite.flusher.flush_pending()
 
     def add(self, nodes: Sequence[BaseNode]) -> None:
         prepared = [_with_document_source(node) for node in nodes]
@@ -345,6 +272,9 @@ class MilvusStore:
         if not prepared:
             return
         with self._writing, self._translate("store chunks"):
+            if self._lite is not None:
+                self._lite.documents.load(self._stored_documents)
+                self._lite.documents.writing(node_document_id(node) for node in prepared)
             self.vector_store.add(prepared)
             self._written()
 
@@ -353,13 +283,21 @@ class MilvusStore:
             return
         action = f"delete the chunks of {documents_label(document_ids)}"
         with self._writing, self._translate(action):
+            if self._lite is not None:
+                self._lite.documents.load(self._stored_documents)
+                document_ids = self._lite.documents.present(document_ids)
+                if not document_ids:
+                    return  # none has rows: a new document (see LiteDocuments)
             self.client.delete(self.collection_name, filter=document_filter(document_ids))
             self._written()
+            if self._lite is not None:
+                self._lite.documents.deleted(document_ids)
 
     def drop(self) -> None:
         with self._writing, self._translate("drop the collection"):
-            if self._flusher is not None:
-                self._flusher.forget()
+            if self._lite is not None:
+                self._lite.flusher.forget()
+                self._lite.documents.forget()
             if self.client.has_collection(self.collection_name):
                 self.client.drop_collection(self.collection_name)
 

@@ -362,6 +362,36 @@ def test_milvus_data_survives_a_restart(tmp_path: Path) -> None:
         chunks, total = knowledge.list_chunks(5, 0, 2)
         assert total == 6
         assert [c.text for c in chunks] == BANK_FAQ[:2]
+        # This process learns which documents the other one stored (Lite skips deletes for
+        # documents without rows): a new version replaces all six old chunks.
+        knowledge.replace_document(5, make_nodes(5, BANK_FAQ[:2]))
+        assert (knowledge.count(5), knowledge.keyword_store.count(5)) == (2, 2)
+        knowledge.delete_document(5)
+        assert (knowledge.count(), knowledge.keyword_store.count()) == (0, 0)
+
+
+def test_lite_deletes_nothing_for_documents_without_chunks(
+    stores: StoreSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    knowledge = index_with_two_documents(stores, "milvus")
+    deletes: list[str] = []
+    client = knowledge.milvus.client
+    real_delete = client.delete
+
+    def counting_delete(collection_name: str, **kwargs: Any) -> Any:
+        deletes.append(str(kwargs.get("filter")))
+        return real_delete(collection_name, **kwargs)
+
+    monkeypatch.setattr(client, "delete", counting_delete)
+    knowledge.replace_document(3, make_nodes(3, BANK_FAQ[:2]))  # new: nothing to delete
+    assert deletes == []
+    knowledge.replace_documents({2: make_nodes(2, ["version three"]), 4: make_nodes(4, ["new"])})
+    assert deletes == ['doc_id in ["2"]']  # only the document that had chunks
+    knowledge.delete_documents([1, 3])
+    knowledge.delete_document(3)  # deleted already: nothing to do
+    assert deletes == ['doc_id in ["2"]', 'doc_id in ["1","3"]']
+    assert [knowledge.count(d) for d in (1, 2, 3, 4)] == [0, 1, 0, 1]
+    knowledge.drop()
 
 
 def index_with_two_documents(stores: StoreSettings, backend: str) -> KnowledgeIndex:
