@@ -172,9 +172,12 @@ async def running(*workers: Worker) -> AsyncIterator[None]:
 
 
 async def ingest_results(ctx: AppContext, expected: int) -> list[str]:
-    """Final statuses reported by the finished ingestion jobs in the queue (a job reports each
-    document of its batch), once ``expected`` documents have been reported. A job aborted by
-    SAQ's start-up sweep is not an error: ``ingest`` queues its documents again."""
+    """Final status of each document as reported by the finished ingestion jobs (a job reports
+    every document of its batch), once ``expected`` documents have been reported.
+
+    SAQ's start-up sweep may abort a job it races with: the job still runs to its end (or,
+    cancelled, queues its documents again) but reports nothing. Such a job's documents count
+    with their status in the database once it is final."""
     queue = ctx.job_queue
     assert isinstance(queue, SaqQueue)
     deadline = time.monotonic() + DEADLINE
@@ -182,9 +185,21 @@ async def ingest_results(ctx: AppContext, expected: int) -> list[str]:
         jobs = [job async for job in queue.queue.iter_jobs() if job.function == INGEST_FUNCTION]
         assert not [job.error for job in jobs if job.status == Status.FAILED]
         done = [job for job in jobs if job.status == Status.COMPLETE]
-        statuses = sorted(status for job in done for status in job.result.values())
+        statuses = [status for job in done for status in job.result.values()]
+        reported = {int(key) for job in done for key in job.result}
+        aborted = {
+            document_id
+            for job in jobs
+            if job.status == Status.ABORTED
+            for document_id in job.kwargs["document_ids"]
+        }
+        async with ctx.sessionmaker() as session:
+            for document_id in aborted - reported:
+                document = await session.get(Document, document_id)
+                if document is not None and document.status in TERMINAL:
+                    statuses.append(document.status)
         if len(statuses) >= expected:
-            return statuses
+            return sorted(statuses)
         assert time.monotonic() < deadline, [(job.status, job.result) for job in jobs]
         await asyncio.sleep(0.2)
 
