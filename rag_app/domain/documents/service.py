@@ -86,13 +86,16 @@ class DocumentService:
                     replaced_keys.append(document.file_path)
                 self._describe(document, received, extension)
                 self.session.add(document)
-                await self.session.flush()  # assigns the id the storage key needs
+                documents.append(document)
+            # One flush for all: assigns the ids the storage keys need (one INSERT for the new
+            # rows), and the keys go out in one UPDATE at commit.
+            await self.session.flush()
+            for document, (received, _) in zip(documents, checked, strict=True):
                 document.file_path = original_key(
                     document.knowledge_id, document.id or 0, received.file_name
                 )
                 await self._store(received, document.file_path)
                 stored_keys.append(document.file_path)
-                documents.append(document)
             await self.session.commit()
         except BaseException:
             await self.session.rollback()
