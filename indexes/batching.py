@@ -10,7 +10,8 @@ longest of its batch, and batches of whatever arrived together cost about 45% mo
 batches of similar lengths on the benchmark's chunks (docs/benchmarks.md, session 4). The pool
 holds the texts of every document in flight, so there is usually a close match; a text passed
 over for ``MAX_DELAY_SECONDS`` goes into the next batch, so none waits behind a stream of
-better-matched ones.
+better-matched ones. (A local model's processes then split each batch by token length once more,
+``indexes.embedding_worker.length_groups``: the pool is often too shallow for a close match.)
 
 LlamaIndex's embedding classes batch within one call only; nothing in it batches across calls,
 hence this class.
