@@ -63,10 +63,10 @@ def serve(folder: Path, threads: int, requests: IO[bytes], replies: IO[bytes]) -
         write_frame(replies, ("error", str(exc)))
         return 1
     write_frame(replies, ("ready", model.max_length))
+    # Inputs past the model's limit are truncated to it: they are all of that length.
+    limit = model.max_length or sys.maxsize
 
     def embed(texts: list[str]) -> np.ndarray:
-        # Inputs past the model's limit are truncated to it: they are all of that length.
-        limit = model.max_length or sys.maxsize
         lengths = [min(len(tokenize(text)), limit) for text in texts]
         vectors: list[object] = [None] * len(texts)
         for group in length_groups(lengths, LOCAL_BATCH_SIZE):
